@@ -1,0 +1,16 @@
+//! Cordon's domain vocabulary, shared by every other crate: typed ids, the session
+//! lifecycle state machine, roles, the records the store keeps, and the registry of
+//! stable reason codes. This crate performs no I/O and knows nothing of HTTP or SQL.
+
+pub mod id;
+pub mod lifecycle;
+pub mod model;
+pub mod reason;
+
+pub use id::{EventSeq, IdParseError, KeyId, SessionId, TenantId};
+pub use lifecycle::{Phase, SessionAction, TransitionError};
+pub use model::{
+    ApiKey, Labels, Lease, NewSession, Role, Session, SessionEvent, SessionFilter, Tenant,
+    Timestamp,
+};
+pub use reason::ReasonCode;

@@ -1,0 +1,155 @@
+//! The registry of stable reason codes. Every API error, and later every policy
+//! decision, metric label and dead-letter entry, carries exactly one of these.
+//! A published code keeps its meaning forever: add new codes, never repurpose old ones.
+//! `docs/reason-codes.md` is rendered from this table and checked by a test.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+macro_rules! reason_codes {
+    ($($(#[doc = $doc:literal])+ $variant:ident = $code:literal,)+) => {
+        /// A stable, documented reason code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ReasonCode {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl ReasonCode {
+            /// Every code, in registry order.
+            pub const ALL: &'static [ReasonCode] = &[$(ReasonCode::$variant,)+];
+
+            /// The code as it appears on the wire: SCREAMING_SNAKE_CASE.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ReasonCode::$variant => $code,)+
+                }
+            }
+
+            /// What the code means, for the documentation.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(ReasonCode::$variant => concat!($($doc),+).trim_ascii(),)+
+                }
+            }
+
+            pub fn from_code(code: &str) -> Option<ReasonCode> {
+                match code {
+                    $($code => Some(ReasonCode::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+reason_codes! {
+    /// The request carried no credentials: send `Authorization: Bearer <token>`.
+    AuthnMissingCredentials = "AUTHN_MISSING_CREDENTIALS",
+    /// The bearer token is malformed, unknown or revoked.
+    AuthnInvalidCredentials = "AUTHN_INVALID_CREDENTIALS",
+    /// The authorization policies refused the action; the message names the
+    /// determining policy ids in sorted order.
+    AuthzDenied = "AUTHZ_DENIED",
+    /// The resource does not exist, or belongs to another tenant (existence never leaks
+    /// across tenants), or the route is unknown.
+    NotFound = "NOT_FOUND",
+    /// The route exists but not for this HTTP method.
+    MethodNotAllowed = "METHOD_NOT_ALLOWED",
+    /// The request body is not valid JSON for this endpoint: syntax error, wrong type,
+    /// missing or unknown field.
+    RequestBodyInvalid = "REQUEST_BODY_INVALID",
+    /// The request body is larger than the server accepts (1 MiB by default).
+    RequestBodyTooLarge = "REQUEST_BODY_TOO_LARGE",
+    /// The request body must be `application/json`.
+    UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE",
+    /// A query parameter is unknown or has an invalid value.
+    RequestQueryInvalid = "REQUEST_QUERY_INVALID",
+    /// A field parsed but its value is not acceptable (empty name, unknown role, label
+    /// too long, ...); the message names the field.
+    ValidationFailed = "VALIDATION_FAILED",
+    /// The pagination cursor is not one this server issued.
+    CursorInvalid = "CURSOR_INVALID",
+    /// A tenant with this name already exists.
+    TenantNameTaken = "TENANT_NAME_TAKEN",
+    /// The lifecycle does not allow this action from the session's current phase;
+    /// nothing was changed.
+    SessionInvalidTransition = "SESSION_INVALID_TRANSITION",
+    /// Another node holds the session's write lease; retry after it expires.
+    SessionLeaseHeld = "SESSION_LEASE_HELD",
+    /// A write carried a fencing token older than the session's current lease: the
+    /// writer lost its lease and its write was refused.
+    SessionLeaseFenced = "SESSION_LEASE_FENCED",
+    /// The session changed concurrently between read and write; retry the request.
+    SessionConflict = "SESSION_CONFLICT",
+    /// The `Idempotency-Key` was already used with a different request (method, path
+    /// or body).
+    IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED",
+    /// A request with this `Idempotency-Key` is still being processed.
+    IdempotencyKeyInFlight = "IDEMPOTENCY_KEY_IN_FLIGHT",
+    /// The `Idempotency-Key` header is empty, longer than 255 bytes or not visible ASCII.
+    IdempotencyKeyInvalid = "IDEMPOTENCY_KEY_INVALID",
+    /// The store cannot be reached or refused the operation for a transient reason.
+    StoreUnavailable = "STORE_UNAVAILABLE",
+    /// An unexpected server error; details are in the server log under the request id.
+    Internal = "INTERNAL",
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ReasonCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Renders the registry as the Markdown page `docs/reason-codes.md`.
+pub fn render_markdown() -> String {
+    let mut page = String::from(
+        "# Reason codes\n\n\
+         Generated from `crates/core/src/reason.rs`; a test keeps the two in sync\n\
+         (refresh with `CORDON_UPDATE_DOCS=1 cargo test -p cordon-core`).\n\
+         A published code keeps its meaning: codes are added, never repurposed.\n\n\
+         | code | meaning |\n|---|---|\n",
+    );
+    for code in ReasonCode::ALL {
+        let meaning = code.description().split_whitespace().collect::<Vec<_>>().join(" ");
+        page.push_str(&format!("| `{code}` | {meaning} |\n"));
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_screaming_snake_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for &code in ReasonCode::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "duplicate {text}");
+            assert!(text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{text}");
+            assert_eq!(ReasonCode::from_code(text), Some(code));
+            assert!(!code.description().is_empty(), "{text} has no description");
+        }
+    }
+
+    #[test]
+    fn docs_page_is_in_sync_with_the_registry() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reason-codes.md");
+        let rendered = render_markdown();
+        if std::env::var_os("CORDON_UPDATE_DOCS").is_some() {
+            std::fs::write(path, &rendered).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == rendered,
+            "docs/reason-codes.md is out of date: run CORDON_UPDATE_DOCS=1 cargo test -p cordon-core"
+        );
+    }
+}

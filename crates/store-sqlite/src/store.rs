@@ -1,0 +1,864 @@
+//! `SqliteStore`: the single writer thread, the reader pool and the `Store` methods.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cordon_core::{
+    ApiKey, EventSeq, KeyId, Lease, NewSession, Phase, Session, SessionEvent, SessionFilter,
+    SessionId, Tenant, TenantId, Timestamp,
+};
+use cordon_store::migrations::{self, Migration};
+use cordon_store::{
+    Backend, IdempotencyScope, IdempotencyStart, LeaseOutcome, RecordedResponse, Result, Store,
+    StoreError, Transition, duration_micros,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params, params_from_iter};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::rows::{self, EVENT_COLUMNS, KEY_COLUMNS, SESSION_COLUMNS, TENANT_COLUMNS};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sql: include_str!("../migrations/0001_foundation.sql"),
+}];
+
+/// How to open the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// The database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// Most write jobs committed together in one transaction (one fsync).
+    pub max_batch: usize,
+    /// Most concurrent read connections.
+    pub readers: usize,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), max_batch: 256, readers: 4 }
+    }
+}
+
+/// Called on the writer thread once the batch holding the job has committed (or not).
+type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+/// Runs on the writer thread inside the batch's transaction.
+type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+
+/// The embedded store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: mpsc::Sender<Job>,
+    idle_readers: Mutex<Vec<Connection>>,
+    read_slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn sql(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        Some(ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Backend(error.to_string()),
+    }
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+fn is_foreign_key_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+    )
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
+    let connection = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sql)?;
+    // WAL lets readers run beside the writer; FULL makes every commit fsync the WAL, so
+    // an acknowledged write survives power loss, not only a process crash.
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(sql)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &Connection) -> Result<()> {
+    connection
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS cordon_migrations (
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                 checksum INTEGER NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .map_err(sql)?;
+    let applied = {
+        let mut statement =
+            connection.prepare("SELECT version, checksum FROM cordon_migrations").map_err(sql)?;
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(sql)?
+            .collect::<Result<Vec<(i64, i64)>, _>>()
+            .map_err(sql)?
+    };
+    let pending = migrations::pending(MIGRATIONS, &applied)
+        .map_err(|error| StoreError::Backend(error.to_string()))?;
+    for migration in pending {
+        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        let script = format!(
+            "BEGIN IMMEDIATE; {} ; INSERT INTO cordon_migrations VALUES ({}, '{}', {}, {}); COMMIT;",
+            migration.sql,
+            migration.version,
+            migration.name,
+            migration.checksum(),
+            Timestamp::now().unix_micros()
+        );
+        if let Err(error) = connection.execute_batch(&script) {
+            let _ = connection.execute_batch("ROLLBACK");
+            return Err(sql(error));
+        }
+    }
+    Ok(())
+}
+
+fn writer_loop(connection: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let finishers: Vec<Finish>;
+        let commit = match connection.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                finishers = batch.drain(..).map(|job| job(&connection)).collect();
+                connection.execute_batch("COMMIT").map_err(sql)
+            }
+            Err(error) => {
+                // The jobs never ran; each still gets an answer.
+                finishers = batch
+                    .drain(..)
+                    .map(|_job| -> Finish { Box::new(|_: Result<()>| {}) })
+                    .collect();
+                Err(sql(error))
+            }
+        };
+        if let Err(error) = &commit {
+            tracing::error!(%error, "sqlite batch commit failed");
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        for finish in finishers {
+            finish(commit.clone());
+        }
+    }
+}
+
+fn in_savepoint<T>(
+    connection: &Connection,
+    operation: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    connection.execute_batch("SAVEPOINT job").map_err(sql)?;
+    match operation(connection) {
+        Ok(value) => {
+            connection.execute_batch("RELEASE job").map_err(sql)?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(error)
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, applies migrations and starts the writer.
+    pub fn open(options: SqliteOptions) -> Result<Self> {
+        if let Some(parent) = options.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                StoreError::Unavailable(format!("cannot create {}: {error}", parent.display()))
+            })?;
+        }
+        let writer = open_connection(
+            &options.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        migrate(&writer)?;
+        let (sender, receiver) = mpsc::channel::<Job>(options.max_batch.max(1) * 16);
+        let max_batch = options.max_batch.max(1);
+        std::thread::Builder::new()
+            .name("cordon-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, receiver, max_batch))
+            .map_err(|error| StoreError::Backend(format!("cannot start writer: {error}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: options.path,
+                writer: sender,
+                idle_readers: Mutex::new(Vec::new()),
+                read_slots: Arc::new(Semaphore::new(options.readers.max(1))),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |connection| {
+            let outcome = in_savepoint(connection, operation);
+            Box::new(move |commit: Result<()>| {
+                let _ = reply.send(commit.and(outcome));
+            })
+        });
+        let stopped = || StoreError::Unavailable("the sqlite writer has stopped".into());
+        self.inner.writer.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let permit = Arc::clone(&self.inner.read_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let idle = inner.idle_readers.lock().ok().and_then(|mut idle| idle.pop());
+            let connection = match idle {
+                Some(connection) => connection,
+                None => open_connection(
+                    &inner.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+                )?,
+            };
+            let outcome = operation(&connection);
+            if let Ok(mut idle) = inner.idle_readers.lock() {
+                idle.push(connection);
+            }
+            drop(permit);
+            outcome
+        })
+        .await
+        .map_err(|error| StoreError::Backend(format!("reader task failed: {error}")))?
+    }
+
+    /// Creates the table the benchmark's raw baseline writes to.
+    pub async fn prepare_durable_probe(&self) -> Result<()> {
+        self.write(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS bench_probe (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)",
+            )
+            .map_err(sql)
+        })
+        .await
+    }
+
+    /// Inserts one row into `bench_probe` through the same writer and batching as every
+    /// other write: the physical baseline the benchmark compares session creates against.
+    pub async fn durable_probe_insert(&self, payload: Vec<u8>) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO bench_probe (payload) VALUES (?1)")
+                .and_then(|mut s| s.execute(params![payload]))
+                .map(drop)
+                .map_err(sql)
+        })
+        .await
+    }
+}
+
+fn select_session(c: &Connection, tenant: &str, id: &str) -> Result<Option<Session>> {
+    let query = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND tenant_id = ?2");
+    let mut statement = c.prepare_cached(&query).map_err(sql)?;
+    let mut found = statement.query(params![id, tenant]).map_err(sql)?;
+    match found.next().map_err(sql)? {
+        Some(row) => rows::session(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn insert_event(c: &Connection, event: &SessionEvent) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO session_events (session_id, seq, actor, from_phase, to_phase, reason, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            event.session_id.to_string(),
+            event.seq,
+            event.actor,
+            event.from.map(Phase::as_str),
+            event.to.as_str(),
+            event.reason,
+            event.at.unix_micros(),
+        ])
+    })
+    .map(drop)
+    .map_err(sql)
+}
+
+fn insert_key(c: &Connection, key: &ApiKey) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO api_keys (id, tenant_id, role, name, system, token_digest, created_by, created_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key.id.to_string(),
+            key.tenant_id.to_string(),
+            key.role.as_str(),
+            key.name,
+            key.system,
+            key.token_digest.as_slice(),
+            key.created_by.map(|id| id.to_string()),
+            key.created_at.unix_micros(),
+            key.revoked_at.map(Timestamp::unix_micros),
+        ])
+    })
+    .map(drop)
+    .map_err(|error| if is_foreign_key_violation(&error) { StoreError::NotFound } else { sql(error) })
+}
+
+fn insert_tenant(c: &Connection, tenant: &Tenant) -> Result<()> {
+    c.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| {
+            s.execute(params![tenant.id.to_string(), tenant.name, tenant.created_at.unix_micros()])
+        })
+        .map(drop)
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                StoreError::TenantNameTaken(tenant.name.clone())
+            } else {
+                sql(error)
+            }
+        })
+}
+
+fn query_all<T>(
+    c: &Connection,
+    query: &str,
+    values: impl rusqlite::Params,
+    convert: fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = c.prepare_cached(query).map_err(sql)?;
+    let mut found = statement.query(values).map_err(sql)?;
+    let mut items = Vec::new();
+    while let Some(row) = found.next().map_err(sql)? {
+        items.push(convert(row)?);
+    }
+    Ok(items)
+}
+
+fn lease_from_row(session_id: SessionId, row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        session_id,
+        holder: row.get(0)?,
+        token: row.get(1)?,
+        expires_at: Timestamp::from_unix_micros(row.get(2)?),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql)).await?;
+        self.write(|_| Ok(())).await
+    }
+
+    async fn bootstrap(&self, tenant: &Tenant, admin_key: &ApiKey) -> Result<bool> {
+        let (tenant, admin_key) = (tenant.clone(), admin_key.clone());
+        self.write(move |c| {
+            let any: bool = c
+                .query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |row| row.get(0))
+                .map_err(sql)?;
+            if any {
+                return Ok(false);
+            }
+            insert_tenant(c, &tenant)?;
+            insert_key(c, &admin_key)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let tenant = tenant.clone();
+        self.write(move |c| insert_tenant(c, &tenant)).await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        self.read(move |c| {
+            let query = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1");
+            Ok(query_all(c, &query, params![id.to_string()], rows::tenant)?.pop())
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.read(|c| {
+            let query = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id");
+            query_all(c, &query, [], rows::tenant)
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: &ApiKey) -> Result<()> {
+        let key = key.clone();
+        self.write(move |c| insert_key(c, &key)).await
+    }
+
+    async fn get_key_by_digest(&self, digest: &[u8; 32]) -> Result<Option<ApiKey>> {
+        let digest = *digest;
+        self.read(move |c| {
+            let query = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE token_digest = ?1");
+            Ok(query_all(c, &query, params![digest.as_slice()], rows::key)?.pop())
+        })
+        .await
+    }
+
+    async fn get_key(&self, tenant_id: TenantId, id: KeyId) -> Result<Option<ApiKey>> {
+        self.read(move |c| {
+            let query =
+                format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1 AND tenant_id = ?2");
+            let values = params![id.to_string(), tenant_id.to_string()];
+            Ok(query_all(c, &query, values, rows::key)?.pop())
+        })
+        .await
+    }
+
+    async fn list_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>> {
+        self.read(move |c| {
+            let query =
+                format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY id");
+            query_all(c, &query, params![tenant_id.to_string()], rows::key)
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, tenant_id: TenantId, id: KeyId, at: Timestamp) -> Result<ApiKey> {
+        self.write(move |c| {
+            let query = format!(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1)
+                 WHERE id = ?2 AND tenant_id = ?3 RETURNING {KEY_COLUMNS}"
+            );
+            let values = params![at.unix_micros(), id.to_string(), tenant_id.to_string()];
+            query_all(c, &query, values, rows::key)?.pop().ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn create_session(&self, new: &NewSession, actor: &str) -> Result<Session> {
+        let session = Session {
+            id: new.id,
+            tenant_id: new.tenant_id,
+            owner: new.owner,
+            workload_class: new.workload_class.clone(),
+            environment: new.environment.clone(),
+            labels: new.labels.clone(),
+            policy_version: new.policy_version.clone(),
+            phase: Phase::Created,
+            version: 1,
+            created_at: new.created_at,
+            updated_at: new.created_at,
+        };
+        let event = SessionEvent {
+            session_id: new.id,
+            seq: 1,
+            actor: actor.to_owned(),
+            from: None,
+            to: Phase::Created,
+            reason: None,
+            at: new.created_at,
+        };
+        let labels = serde_json::to_string(&session.labels)
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO sessions (id, tenant_id, owner, workload_class, environment, labels,
+                     policy_version, phase, version, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    session.id.to_string(),
+                    session.tenant_id.to_string(),
+                    session.owner.to_string(),
+                    session.workload_class,
+                    session.environment,
+                    labels,
+                    session.policy_version,
+                    session.phase.as_str(),
+                    session.version,
+                    session.created_at.unix_micros(),
+                ])
+            })
+            .map_err(|error| {
+                if is_foreign_key_violation(&error) { StoreError::NotFound } else { sql(error) }
+            })?;
+            insert_event(c, &event)?;
+            Ok(session)
+        })
+        .await
+    }
+
+    async fn get_session(&self, tenant_id: TenantId, id: SessionId) -> Result<Option<Session>> {
+        self.read(move |c| select_session(c, &tenant_id.to_string(), &id.to_string())).await
+    }
+
+    async fn list_sessions(
+        &self,
+        tenant_id: TenantId,
+        filter: &SessionFilter,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
+        let mut query = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = ?");
+        let mut values = vec![Value::Text(tenant_id.to_string())];
+        let mut condition = |column: &str, value: String| {
+            query.push_str(&format!(" AND {column} ?"));
+            values.push(Value::Text(value));
+        };
+        if let Some(phase) = filter.phase {
+            condition("phase =", phase.as_str().to_owned());
+        }
+        if let Some(class) = &filter.workload_class {
+            condition("workload_class =", class.clone());
+        }
+        if let Some(environment) = &filter.environment {
+            condition("environment =", environment.clone());
+        }
+        if let Some(owner) = filter.owner {
+            condition("owner =", owner.to_string());
+        }
+        if let Some(after) = filter.after {
+            condition("id >", after.to_string());
+        }
+        query.push_str(" ORDER BY id LIMIT ?");
+        values.push(Value::Integer(i64::from(limit)));
+        self.read(move |c| query_all(c, &query, params_from_iter(values), rows::session)).await
+    }
+
+    async fn count_sessions_by_phase(&self) -> Result<Vec<(Phase, u64)>> {
+        self.read(|c| {
+            let mut statement = c
+                .prepare_cached("SELECT phase, COUNT(*) FROM sessions GROUP BY phase")
+                .map_err(sql)?;
+            let mut found = statement.query([]).map_err(sql)?;
+            let mut counts = Vec::new();
+            while let Some(row) = found.next().map_err(sql)? {
+                let phase: String = row.get(0).map_err(sql)?;
+                let count: i64 = row.get(1).map_err(sql)?;
+                counts.push((rows::parse("phase", &phase)?, u64::try_from(count).unwrap_or(0)));
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<LeaseOutcome> {
+        let holder = holder.to_owned();
+        let expires_at = now.saturating_add_micros(duration_micros(ttl));
+        self.write(move |c| {
+            let id = session_id.to_string();
+            // Take the lease if it is free, expired or already ours; the token moves on
+            // only when the holder changes.
+            let taken = c
+                .prepare_cached(
+                    "INSERT INTO session_leases (session_id, holder, token, expires_at)
+                     SELECT id, ?2, 1, ?3 FROM sessions WHERE id = ?1 AND tenant_id = ?4
+                     ON CONFLICT (session_id) DO UPDATE SET
+                         token = CASE WHEN holder = excluded.holder THEN token ELSE token + 1 END,
+                         holder = excluded.holder,
+                         expires_at = excluded.expires_at
+                     WHERE holder = excluded.holder OR expires_at <= ?5
+                     RETURNING holder, token, expires_at",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![id, holder, expires_at.unix_micros(), tenant_id.to_string(), now.unix_micros()],
+                        |row| lease_from_row(session_id, row),
+                    )
+                    .optional()
+                })
+                .map_err(sql)?;
+            if let Some(lease) = taken {
+                return Ok(LeaseOutcome::Acquired(lease));
+            }
+            let current = c
+                .prepare_cached(
+                    "SELECT l.holder, l.token, l.expires_at FROM session_leases l
+                     JOIN sessions s ON s.id = l.session_id
+                     WHERE l.session_id = ?1 AND s.tenant_id = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![id, tenant_id.to_string()], |row| {
+                        lease_from_row(session_id, row)
+                    })
+                    .optional()
+                })
+                .map_err(sql)?;
+            current.map(LeaseOutcome::Held).ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let lease = lease.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE session_leases SET expires_at = 0
+                 WHERE session_id = ?1 AND holder = ?2 AND token = ?3",
+            )
+            .and_then(|mut s| s.execute(params![lease.session_id.to_string(), lease.holder, lease.token]))
+            .map(drop)
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn transition(&self, transition: &Transition) -> Result<Session> {
+        let t = transition.clone();
+        self.write(move |c| {
+            let (id, tenant) = (t.session_id.to_string(), t.tenant_id.to_string());
+            // Phase and fencing token are checked in the very statement that writes.
+            let query = format!(
+                "UPDATE sessions SET phase = ?1, version = version + 1, updated_at = ?2
+                 WHERE id = ?3 AND tenant_id = ?4 AND phase = ?5
+                   AND EXISTS (SELECT 1 FROM session_leases WHERE session_id = ?3 AND token = ?6)
+                 RETURNING {SESSION_COLUMNS}"
+            );
+            let values = params![
+                t.to.as_str(),
+                t.at.unix_micros(),
+                id,
+                tenant,
+                t.from.as_str(),
+                t.fence
+            ];
+            if let Some(session) = query_all(c, &query, values, rows::session)?.pop() {
+                insert_event(
+                    c,
+                    &SessionEvent {
+                        session_id: t.session_id,
+                        seq: session.version,
+                        actor: t.actor,
+                        from: Some(t.from),
+                        to: t.to,
+                        reason: t.reason,
+                        at: t.at,
+                    },
+                )?;
+                return Ok(session);
+            }
+            let current = select_session(c, &tenant, &id)?.ok_or(StoreError::NotFound)?;
+            let token: Option<i64> = c
+                .query_row(
+                    "SELECT token FROM session_leases WHERE session_id = ?1",
+                    params![id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            if token != Some(t.fence) {
+                return Err(StoreError::LeaseFenced {
+                    presented: t.fence,
+                    current: token.unwrap_or(0),
+                });
+            }
+            Err(StoreError::PhaseChanged { expected: t.from, current: current.phase })
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        after: EventSeq,
+        limit: u32,
+    ) -> Result<Vec<SessionEvent>> {
+        self.read(move |c| {
+            let id = session_id.to_string();
+            if select_session(c, &tenant_id.to_string(), &id)?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let query = format!(
+                "SELECT {EVENT_COLUMNS} FROM session_events
+                 WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            );
+            query_all(c, &query, params![id, after, limit], rows::event)
+        })
+        .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        stale_after: Duration,
+    ) -> Result<IdempotencyStart> {
+        let scope = scope.clone();
+        let fingerprint = *fingerprint;
+        let stale_before = now.saturating_add_micros(-duration_micros(stale_after));
+        self.write(move |c| {
+            let keys = params![scope.tenant_id.to_string(), scope.principal.to_string(), scope.key];
+            let existing = c
+                .prepare_cached(
+                    "SELECT fingerprint, status, body, created_at FROM idempotency_keys
+                     WHERE tenant_id = ?1 AND principal = ?2 AND key = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(keys, |row| {
+                        Ok((
+                            row.get::<_, Vec<u8>>(0)?,
+                            row.get::<_, Option<i64>>(1)?,
+                            row.get::<_, Option<Vec<u8>>>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(sql)?;
+            let start = match existing {
+                None => {
+                    c.prepare_cached(
+                        "INSERT INTO idempotency_keys (tenant_id, principal, key, fingerprint, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            scope.tenant_id.to_string(),
+                            scope.principal.to_string(),
+                            scope.key,
+                            fingerprint.as_slice(),
+                            now.unix_micros()
+                        ])
+                    })
+                    .map_err(sql)?;
+                    IdempotencyStart::Proceed
+                }
+                Some((seen, _, _, _)) if seen.as_slice() != fingerprint.as_slice() => {
+                    IdempotencyStart::Mismatch
+                }
+                Some((_, Some(status), body, _)) => IdempotencyStart::Replay(RecordedResponse {
+                    status: u16::try_from(status).map_err(|e| rows::corrupt("status", e))?,
+                    body: body.unwrap_or_default(),
+                }),
+                Some((_, None, _, created_at)) if created_at <= stale_before.unix_micros() => {
+                    c.prepare_cached(
+                        "UPDATE idempotency_keys SET created_at = ?4
+                         WHERE tenant_id = ?1 AND principal = ?2 AND key = ?3",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            scope.tenant_id.to_string(),
+                            scope.principal.to_string(),
+                            scope.key,
+                            now.unix_micros()
+                        ])
+                    })
+                    .map_err(sql)?;
+                    IdempotencyStart::Proceed
+                }
+                Some(_) => IdempotencyStart::InFlight,
+            };
+            Ok(start)
+        })
+        .await
+    }
+
+    async fn idempotency_complete(
+        &self,
+        scope: &IdempotencyScope,
+        response: &RecordedResponse,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (scope, response) = (scope.clone(), response.clone());
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE idempotency_keys SET status = ?4, body = ?5, completed_at = ?6
+                 WHERE tenant_id = ?1 AND principal = ?2 AND key = ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    scope.tenant_id.to_string(),
+                    scope.principal.to_string(),
+                    scope.key,
+                    i64::from(response.status),
+                    response.body,
+                    now.unix_micros()
+                ])
+            })
+            .map(drop)
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn idempotency_abandon(&self, scope: &IdempotencyScope) -> Result<()> {
+        let scope = scope.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM idempotency_keys
+                 WHERE tenant_id = ?1 AND principal = ?2 AND key = ?3 AND status IS NULL",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    scope.tenant_id.to_string(),
+                    scope.principal.to_string(),
+                    scope.key
+                ])
+            })
+            .map(drop)
+            .map_err(sql)
+        })
+        .await
+    }
+}

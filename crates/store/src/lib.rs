@@ -1,0 +1,207 @@
+//! The storage interface every Cordon backend implements. Callers (control, api)
+//! hold an `Arc<dyn Store>` and never see SQL; backends (`cordon-store-sqlite`,
+//! `cordon-store-postgres`) never see HTTP or policy. The conformance suite in
+//! `cordon-test-support` pins the behaviour both must share.
+//!
+//! Every method that returns `Ok` after a write has made that write durable.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cordon_core::{
+    ApiKey, EventSeq, KeyId, Lease, NewSession, Phase, ReasonCode, Session, SessionEvent,
+    SessionFilter, SessionId, Tenant, TenantId, Timestamp,
+};
+
+pub mod migrations;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("a tenant named `{0}` already exists")]
+    TenantNameTaken(String),
+    /// The write's fencing token is older than the lease's current token.
+    #[error("fencing token {presented} is stale: the session's lease is at token {current}")]
+    LeaseFenced { presented: i64, current: i64 },
+    /// The session was not in the expected phase when the write landed.
+    #[error("the session is {current}, not {expected}")]
+    PhaseChanged { expected: Phase, current: Phase },
+    /// The backend cannot be reached or gave up for a transient reason.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the backend reported: a bug or corrupt data, never the caller's fault.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub fn reason(&self) -> ReasonCode {
+        match self {
+            StoreError::NotFound => ReasonCode::NotFound,
+            StoreError::TenantNameTaken(_) => ReasonCode::TenantNameTaken,
+            StoreError::LeaseFenced { .. } => ReasonCode::SessionLeaseFenced,
+            StoreError::PhaseChanged { .. } => ReasonCode::SessionConflict,
+            StoreError::Unavailable(_) => ReasonCode::StoreUnavailable,
+            StoreError::Backend(_) => ReasonCode::Internal,
+        }
+    }
+}
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The result of asking for a session's write lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The caller holds the lease now. The token is unchanged if it already held it,
+    /// one higher than before if it took the lease over.
+    Acquired(Lease),
+    /// Another holder's lease has not expired.
+    Held(Lease),
+}
+
+/// One lifecycle step, written only if the session is still in `from` and `fence` is
+/// still the current lease token, checked in the same statement as the update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub tenant_id: TenantId,
+    pub session_id: SessionId,
+    pub from: Phase,
+    pub to: Phase,
+    pub fence: i64,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub at: Timestamp,
+}
+
+/// Identifies one idempotent request: who sent it and under which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyScope {
+    pub tenant_id: TenantId,
+    pub principal: KeyId,
+    pub key: String,
+}
+
+/// A response recorded for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// What to do with a request that carries an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyStart {
+    /// First time (or a stale, abandoned attempt): process it, then `idempotency_complete`.
+    Proceed,
+    /// Seen and finished: send the recorded response again.
+    Replay(RecordedResponse),
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request with this key is still being processed.
+    InFlight,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Succeeds when the store can serve reads and writes.
+    async fn ping(&self) -> Result<()>;
+
+    /// Creates the first tenant and its system admin key, atomically, if and only if the
+    /// store has no tenant yet. Returns whether it did.
+    async fn bootstrap(&self, tenant: &Tenant, admin_key: &ApiKey) -> Result<bool>;
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
+    async fn create_key(&self, key: &ApiKey) -> Result<()>;
+    /// Looks a key up by the SHA-256 of its token, revoked or not.
+    async fn get_key_by_digest(&self, digest: &[u8; 32]) -> Result<Option<ApiKey>>;
+    async fn get_key(&self, tenant_id: TenantId, id: KeyId) -> Result<Option<ApiKey>>;
+    async fn list_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>>;
+    /// Marks a key revoked. Returns `NotFound` if it is not in the tenant; revoking a
+    /// revoked key keeps the first revocation time.
+    async fn revoke_key(&self, tenant_id: TenantId, id: KeyId, at: Timestamp) -> Result<ApiKey>;
+
+    /// Stores a new session in phase `created` with its first event.
+    async fn create_session(&self, session: &NewSession, actor: &str) -> Result<Session>;
+    async fn get_session(&self, tenant_id: TenantId, id: SessionId) -> Result<Option<Session>>;
+    /// Sessions of one tenant matching `filter`, in id order, at most `limit`.
+    async fn list_sessions(
+        &self,
+        tenant_id: TenantId,
+        filter: &SessionFilter,
+        limit: u32,
+    ) -> Result<Vec<Session>>;
+    /// How many sessions are in each phase, over all tenants (for metrics).
+    async fn count_sessions_by_phase(&self) -> Result<Vec<(Phase, u64)>>;
+
+    /// Takes, renews or reports the session's write lease. `NotFound` if there is no
+    /// such session in the tenant.
+    async fn acquire_lease(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<LeaseOutcome>;
+    /// Gives the lease up early if `lease` is still current; a no-op otherwise.
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+
+    /// Applies a lifecycle step and appends its event, atomically. Errors: `NotFound`,
+    /// `LeaseFenced`, `PhaseChanged`.
+    async fn transition(&self, transition: &Transition) -> Result<Session>;
+
+    /// A session's events with `seq > after`, in order, at most `limit`.
+    async fn list_events(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        after: EventSeq,
+        limit: u32,
+    ) -> Result<Vec<SessionEvent>>;
+
+    /// Claims an idempotency key for a request with the given fingerprint. A pending
+    /// claim older than `stale_after` is treated as abandoned and taken over.
+    async fn idempotency_begin(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        stale_after: Duration,
+    ) -> Result<IdempotencyStart>;
+    /// Records the response to replay for a claimed key.
+    async fn idempotency_complete(
+        &self,
+        scope: &IdempotencyScope,
+        response: &RecordedResponse,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Drops a pending claim (the request failed in a way worth retrying).
+    async fn idempotency_abandon(&self, scope: &IdempotencyScope) -> Result<()>;
+}
+
+/// Maps a duration to whole microseconds, saturating.
+pub fn duration_micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
