@@ -1,1 +1,94 @@
-//! placeholder
+//! Cordon's HTTP API v1. The only crate that knows HTTP and JSON: it authenticates
+//! bearer keys, enforces tenancy (another tenant's resource is "not found"), asks the
+//! policy engine, handles idempotency keys, maps every failure to a stable reason code
+//! and serves the OpenAPI document generated from these very routes.
+
+mod auth;
+mod error;
+mod extract;
+mod idempotency;
+mod routes;
+mod telemetry;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use cordon_control::Control;
+use cordon_policy::PolicyEngine;
+use cordon_store::Store;
+
+pub use auth::{BootstrapError, BootstrapOutcome, bootstrap, generate_token, needs_bootstrap};
+pub use error::{ApiError, status_for};
+pub use idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use telemetry::{REQUEST_ID_HEADER, prometheus};
+
+/// Limits and knobs of the API.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// A pending idempotency claim older than this is considered abandoned.
+    pub idempotency_stale_after: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self { max_body_bytes: 1 << 20, idempotency_stale_after: Duration::from_secs(60) }
+    }
+}
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    control: Control,
+    policy: Arc<PolicyEngine>,
+    options: ApiOptions,
+    openapi_json: OnceLock<String>,
+}
+
+impl AppState {
+    pub fn new(control: Control, policy: Arc<PolicyEngine>, options: ApiOptions) -> Self {
+        Self {
+            inner: Arc::new(StateInner { control, policy, options, openapi_json: OnceLock::new() }),
+        }
+    }
+
+    pub(crate) fn control(&self) -> &Control {
+        &self.inner.control
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        self.inner.control.store()
+    }
+
+    pub(crate) fn policy(&self) -> &PolicyEngine {
+        &self.inner.policy
+    }
+
+    pub(crate) fn options(&self) -> &ApiOptions {
+        &self.inner.options
+    }
+}
+
+/// The complete router: every route, its middleware, and the OpenAPI document.
+pub fn router(state: AppState) -> Router {
+    // Install the recorder before the first request so no sample is lost.
+    let _ = telemetry::prometheus();
+    let (router, openapi) = routes::build(state.clone());
+    let json = openapi.to_pretty_json().unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot render the OpenAPI document");
+        "{}".to_owned()
+    });
+    let _ = state.inner.openapi_json.set(json);
+    router
+        .layer(DefaultBodyLimit::max(state.options().max_body_bytes))
+        .layer(axum::middleware::from_fn(telemetry::observe))
+        .with_state(state)
+}

@@ -1,1 +1,220 @@
-//! placeholder
+//! Control: the one place that changes a session's state. It creates sessions and
+//! moves them along the lifecycle as their single writer: each write carries the
+//! node's fencing token for the session's lease, so a node that lost the lease (paused,
+//! partitioned, replaced) can never overwrite newer state. Later runtimes (sandboxes,
+//! egress, artifacts, workflows) are composed here. Knows nothing of HTTP or JSON.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cordon_core::{
+    KeyId, Labels, Lease, NewSession, Phase, Session, SessionAction, SessionId, TenantId,
+    Timestamp, TransitionError,
+};
+use cordon_store::{LeaseOutcome, Store, StoreError, Transition};
+
+pub type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("session not found")]
+    NotFound,
+    #[error(transparent)]
+    InvalidTransition(#[from] TransitionError),
+    #[error("session {} is being written by node `{}` until {}", .0.session_id, .0.holder, .0.expires_at)]
+    LeaseHeld(Lease),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => ControlError::NotFound,
+            other => ControlError::Store(other),
+        }
+    }
+}
+
+impl ControlError {
+    pub fn reason(&self) -> cordon_core::ReasonCode {
+        use cordon_core::ReasonCode;
+        match self {
+            ControlError::NotFound => ReasonCode::NotFound,
+            ControlError::InvalidTransition(_) => ReasonCode::SessionInvalidTransition,
+            ControlError::LeaseHeld(_) => ReasonCode::SessionLeaseHeld,
+            ControlError::Store(error) => error.reason(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// This node's name as a lease holder; unique among the nodes sharing a store.
+    pub node_id: String,
+    /// How long a session's write lease lasts before another node may take it over.
+    pub lease_ttl: Duration,
+}
+
+/// What a caller asks for when creating a session.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub tenant_id: TenantId,
+    pub owner: KeyId,
+    pub workload_class: String,
+    pub environment: String,
+    pub labels: Labels,
+    pub policy_version: String,
+}
+
+/// The control plane's session writer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    options: ControlOptions,
+    /// Leases this node holds, so that consecutive writes skip re-acquiring. Entries
+    /// expire with their lease; nothing here is needed for correctness.
+    leases: Mutex<HashMap<SessionId, Lease>>,
+}
+
+/// How many times a transition is retried when the session moved under it.
+const CONCURRENT_CHANGE_RETRIES: usize = 3;
+/// Past this many cached leases, expired ones are swept on insert.
+const LEASE_CACHE_SWEEP_AT: usize = 4096;
+
+impl Control {
+    pub fn new(store: Arc<dyn Store>, options: ControlOptions) -> Self {
+        Self { inner: Arc::new(Inner { store, options, leases: Mutex::new(HashMap::new()) }) }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.options.node_id
+    }
+
+    pub async fn create_session(&self, spec: SessionSpec, actor: &str) -> Result<Session> {
+        let new = NewSession {
+            id: SessionId::generate(),
+            tenant_id: spec.tenant_id,
+            owner: spec.owner,
+            workload_class: spec.workload_class,
+            environment: spec.environment,
+            labels: spec.labels,
+            policy_version: spec.policy_version,
+            created_at: Timestamp::now(),
+        };
+        Ok(self.inner.store.create_session(&new, actor).await?)
+    }
+
+    /// Applies `action` to `session` as its single writer. `session` is the caller's
+    /// latest read; if the stored phase moved on since, the action is re-checked
+    /// against the new phase. An illegal transition changes nothing.
+    pub async fn transition(
+        &self,
+        session: &Session,
+        action: SessionAction,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Session> {
+        let store = &self.inner.store;
+        let mut current = session.clone();
+        for _ in 0..CONCURRENT_CHANGE_RETRIES {
+            let to = current.phase.apply(action)?;
+            let lease = self.lease_for(current.tenant_id, current.id).await?;
+            let transition = Transition {
+                tenant_id: current.tenant_id,
+                session_id: current.id,
+                from: current.phase,
+                to,
+                fence: lease.token,
+                actor: actor.to_owned(),
+                reason: reason.clone(),
+                at: Timestamp::now(),
+            };
+            match store.transition(&transition).await {
+                Ok(updated) => {
+                    if updated.phase == Phase::Closed {
+                        self.forget_lease(updated.id);
+                    }
+                    return Ok(updated);
+                }
+                Err(StoreError::PhaseChanged { .. }) => {
+                    current = store
+                        .get_session(current.tenant_id, current.id)
+                        .await?
+                        .ok_or(ControlError::NotFound)?;
+                }
+                Err(StoreError::LeaseFenced { presented, current: newer }) => {
+                    // Another node took the session over: our cached lease is dead.
+                    tracing::warn!(session = %current.id, presented, newer, "write fenced off");
+                    self.forget_lease(current.id);
+                    return Err(StoreError::LeaseFenced { presented, current: newer }.into());
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(ControlError::Store(StoreError::PhaseChanged {
+            expected: current.phase,
+            current: current.phase,
+        }))
+    }
+
+    /// This node's lease on the session: cached while it has more than half its life
+    /// left, otherwise acquired (or renewed) in the store.
+    async fn lease_for(&self, tenant_id: TenantId, session_id: SessionId) -> Result<Lease> {
+        let ttl = self.inner.options.lease_ttl;
+        let half_ttl = cordon_store::duration_micros(ttl / 2);
+        let now = Timestamp::now();
+        if let Some(lease) = self.cached_lease(session_id)
+            && lease.expires_at > now.saturating_add_micros(half_ttl)
+        {
+            return Ok(lease);
+        }
+        let outcome = self
+            .inner
+            .store
+            .acquire_lease(tenant_id, session_id, &self.inner.options.node_id, ttl, now)
+            .await?;
+        match outcome {
+            LeaseOutcome::Acquired(lease) => {
+                self.remember_lease(lease.clone());
+                Ok(lease)
+            }
+            LeaseOutcome::Held(lease) => Err(ControlError::LeaseHeld(lease)),
+        }
+    }
+
+    fn cached_lease(&self, session_id: SessionId) -> Option<Lease> {
+        self.inner.leases.lock().ok().and_then(|leases| leases.get(&session_id).cloned())
+    }
+
+    fn remember_lease(&self, lease: Lease) {
+        if let Ok(mut leases) = self.inner.leases.lock() {
+            if leases.len() >= LEASE_CACHE_SWEEP_AT {
+                let now = Timestamp::now();
+                leases.retain(|_, lease| lease.expires_at > now);
+            }
+            leases.insert(lease.session_id, lease);
+        }
+    }
+
+    fn forget_lease(&self, session_id: SessionId) {
+        if let Ok(mut leases) = self.inner.leases.lock() {
+            leases.remove(&session_id);
+        }
+    }
+
+    /// How many leases this node has cached (for metrics and the memory benchmark).
+    pub fn cached_leases(&self) -> usize {
+        self.inner.leases.lock().map(|leases| leases.len()).unwrap_or(0)
+    }
+}

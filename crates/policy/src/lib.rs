@@ -1,1 +1,262 @@
-//! placeholder
+//! Authorization for Cordon: the Cedar schema and default policies shipped in
+//! `policies/`, and a [`PolicyEngine`] that turns (principal, action, resource) into a
+//! [`Decision`] naming the determining policies in sorted order. Tenancy (another
+//! tenant's resource is "not found") is the caller's job before asking; the policies
+//! repeat it as a safety net. This crate knows nothing of HTTP or SQL.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use cordon_core::{KeyId, Role, SessionAction, SessionId, TenantId};
+use sha2::{Digest, Sha256};
+
+/// The policies a fresh deployment enforces.
+pub const DEFAULT_POLICIES: &str = include_str!("../policies/default.cedar");
+/// The schema every policy set is validated against.
+pub const SCHEMA: &str = include_str!("../policies/cordon.cedarschema");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("invalid Cedar schema: {0}")]
+    Schema(String),
+    #[error("invalid Cedar policies: {0}")]
+    Parse(String),
+    #[error("policy {0} has no @id annotation; every policy needs one so denials can name it")]
+    MissingId(String),
+    #[error("policies do not validate against the schema: {0}")]
+    Validation(String),
+    #[error("cannot build the authorization request: {0}")]
+    Request(String),
+}
+
+/// Who is asking: the authenticated API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: KeyId,
+    pub tenant_id: TenantId,
+    pub role: Role,
+    pub system: bool,
+}
+
+/// What the principal wants to do. The names match the actions in the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    TenantCreate,
+    TenantList,
+    TenantRead,
+    KeyCreate,
+    KeyList,
+    KeyRead,
+    KeyRevoke,
+    SessionCreate,
+    SessionList,
+    SessionRead,
+    SessionEvents,
+    Session(SessionAction),
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::TenantCreate => "tenant.create",
+            Action::TenantList => "tenant.list",
+            Action::TenantRead => "tenant.read",
+            Action::KeyCreate => "key.create",
+            Action::KeyList => "key.list",
+            Action::KeyRead => "key.read",
+            Action::KeyRevoke => "key.revoke",
+            Action::SessionCreate => "session.create",
+            Action::SessionList => "session.list",
+            Action::SessionRead => "session.read",
+            Action::SessionEvents => "session.events",
+            Action::Session(SessionAction::Activate) => "session.activate",
+            Action::Session(SessionAction::Checkpoint) => "session.checkpoint",
+            Action::Session(SessionAction::Suspend) => "session.suspend",
+            Action::Session(SessionAction::Resume) => "session.resume",
+            Action::Session(SessionAction::Close) => "session.close",
+        }
+    }
+}
+
+/// What the action is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource<'a> {
+    /// The deployment as a whole (tenant management).
+    Deployment,
+    Tenant(TenantId),
+    Key { id: KeyId, tenant_id: TenantId, role: Role, system: bool },
+    Session {
+        id: SessionId,
+        tenant_id: TenantId,
+        owner: KeyId,
+        workload_class: &'a str,
+        environment: &'a str,
+    },
+}
+
+/// The outcome of one authorization question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The ids of the policies that determined the outcome, sorted: for a denial, the
+    /// forbids that matched (empty when no permit matched at all).
+    pub policies: Vec<String>,
+    /// Evaluation errors Cedar reported; a policy that errors is skipped.
+    pub errors: Vec<String>,
+}
+
+/// A validated policy set, ready to answer questions. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    policies: PolicySet,
+    schema: Schema,
+    authorizer: Authorizer,
+    version: String,
+}
+
+fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
+    let type_name = EntityTypeName::from_str(type_name)
+        .map_err(|error| PolicyError::Request(error.to_string()))?;
+    Ok(EntityUid::from_type_name_and_id(type_name, EntityId::new(id)))
+}
+
+fn entity(
+    uid: EntityUid,
+    attributes: Vec<(&str, RestrictedExpression)>,
+    parents: Vec<EntityUid>,
+) -> Result<Entity, PolicyError> {
+    let attributes: HashMap<String, RestrictedExpression> =
+        attributes.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+    Entity::new(uid, attributes, parents.into_iter().collect::<HashSet<_>>())
+        .map_err(|error| PolicyError::Request(error.to_string()))
+}
+
+fn key_entity(
+    id: KeyId,
+    tenant: &EntityUid,
+    role: Role,
+    system: bool,
+) -> Result<Entity, PolicyError> {
+    entity(
+        uid("Cordon::Key", &id.to_string())?,
+        vec![
+            ("role", RestrictedExpression::new_string(role.as_str().to_owned())),
+            ("tenant", RestrictedExpression::new_entity_uid(tenant.clone())),
+            ("system", RestrictedExpression::new_bool(system)),
+        ],
+        vec![tenant.clone()],
+    )
+}
+
+impl PolicyEngine {
+    /// The engine for the policies shipped in the repository.
+    pub fn with_default_policies() -> Result<Self, PolicyError> {
+        Self::from_text(DEFAULT_POLICIES)
+    }
+
+    /// Parses and validates `text` against the schema. Every policy needs an `@id`.
+    pub fn from_text(text: &str) -> Result<Self, PolicyError> {
+        let (schema, _warnings) = Schema::from_cedarschema_str(SCHEMA)
+            .map_err(|error| PolicyError::Schema(error.to_string()))?;
+        let parsed =
+            PolicySet::from_str(text).map_err(|error| PolicyError::Parse(error.to_string()))?;
+        let mut policies = PolicySet::new();
+        for policy in parsed.policies() {
+            let id = policy
+                .annotation("id")
+                .ok_or_else(|| PolicyError::MissingId(policy.id().to_string()))?;
+            let renamed = policy.new_id(PolicyId::new(id));
+            policies.add(renamed).map_err(|error| PolicyError::Parse(error.to_string()))?;
+        }
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if !validation.validation_passed() {
+            let problems: Vec<String> =
+                validation.validation_errors().map(|error| error.to_string()).collect();
+            return Err(PolicyError::Validation(problems.join("; ")));
+        }
+        let digest = Sha256::digest(text.as_bytes());
+        let version = format!("sha256:{}", hex::encode(&digest[..8]));
+        Ok(Self { policies, schema, authorizer: Authorizer::new(), version })
+    }
+
+    /// Identifies the policy text: recorded on each session as its policy version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Decides whether `principal` may take `action` on `resource`.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource<'_>,
+    ) -> Result<Decision, PolicyError> {
+        let principal_tenant = uid("Cordon::Tenant", &principal.tenant_id.to_string())?;
+        let principal_entity =
+            key_entity(principal.key_id, &principal_tenant, principal.role, principal.system)?;
+        let principal_uid = principal_entity.uid();
+        let mut entities = vec![principal_entity, entity(principal_tenant, vec![], vec![])?];
+
+        let resource_uid = match *resource {
+            Resource::Deployment => uid("Cordon::Deployment", "cordon")?,
+            Resource::Tenant(id) => uid("Cordon::Tenant", &id.to_string())?,
+            Resource::Key { id, tenant_id, role, system } => {
+                let tenant = uid("Cordon::Tenant", &tenant_id.to_string())?;
+                let key = key_entity(id, &tenant, role, system)?;
+                let key_uid = key.uid();
+                entities.push(key);
+                entities.push(entity(tenant, vec![], vec![])?);
+                key_uid
+            }
+            Resource::Session { id, tenant_id, owner, workload_class, environment } => {
+                let tenant = uid("Cordon::Tenant", &tenant_id.to_string())?;
+                let owner = uid("Cordon::Key", &owner.to_string())?;
+                let session = entity(
+                    uid("Cordon::Session", &id.to_string())?,
+                    vec![
+                        ("tenant", RestrictedExpression::new_entity_uid(tenant.clone())),
+                        ("owner", RestrictedExpression::new_entity_uid(owner)),
+                        ("workload_class", RestrictedExpression::new_string(workload_class.into())),
+                        ("environment", RestrictedExpression::new_string(environment.into())),
+                    ],
+                    vec![tenant.clone()],
+                )?;
+                let session_uid = session.uid();
+                entities.push(session);
+                entities.push(entity(tenant, vec![], vec![])?);
+                session_uid
+            }
+        };
+        if !entities.iter().any(|e| e.uid() == resource_uid) {
+            entities.push(entity(resource_uid.clone(), vec![], vec![])?);
+        }
+        // Two tenant entities may be the same one; keep the first of each uid.
+        let mut seen = HashSet::new();
+        entities.retain(|e| seen.insert(e.uid()));
+
+        let entities = Entities::from_entities(entities, Some(&self.schema))
+            .map_err(|error| PolicyError::Request(error.to_string()))?;
+        let request = Request::new(
+            principal_uid,
+            uid("Cordon::Action", action.as_str())?,
+            resource_uid,
+            Context::empty(),
+            Some(&self.schema),
+        )
+        .map_err(|error| PolicyError::Request(error.to_string()))?;
+        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+        let mut policies: Vec<String> =
+            response.diagnostics().reason().map(|id| id.to_string()).collect();
+        policies.sort();
+        let errors = response.diagnostics().errors().map(|error| error.to_string()).collect();
+        Ok(Decision {
+            allowed: response.decision() == cedar_policy::Decision::Allow,
+            policies,
+            errors,
+        })
+    }
+}

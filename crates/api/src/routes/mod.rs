@@ -1,0 +1,95 @@
+//! Route table. Every route is registered through `utoipa_axum::routes!`, which adds
+//! it to the router and to the OpenAPI document in one step, so the two cannot drift.
+
+mod keys;
+mod sessions;
+mod system;
+mod tenants;
+mod validate;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use cordon_core::ReasonCode;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cordon API",
+        description = "Control plane for AI-agent sessions. Errors are \
+            `{\"error\":{\"code\",\"message\",\"request_id\"}}` with a stable code from \
+            docs/reason-codes.md; every response carries `x-request-id`.",
+        version = "1"
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "system", description = "Health, readiness, metrics and this document"),
+        (name = "tenants", description = "Tenants: the unit of isolation"),
+        (name = "keys", description = "API keys and their roles"),
+        (name = "sessions", description = "Session control records and their lifecycle"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
+    let public = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi_json));
+    let authenticated = OpenApiRouter::new()
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(sessions::create_session, sessions::list_sessions))
+        .routes(routes!(sessions::get_session))
+        .routes(routes!(sessions::activate))
+        .routes(routes!(sessions::checkpoint))
+        .routes(routes!(sessions::suspend))
+        .routes(routes!(sessions::resume))
+        .routes(routes!(sessions::close))
+        .routes(routes!(sessions::list_events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::idempotency,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+    public.merge(authenticated)
+}
+
+pub(crate) fn build(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, openapi) = openapi_router(&state).split_for_parts();
+    let router = router.fallback(unknown_route).method_not_allowed_fallback(wrong_method);
+    (router, openapi)
+}
+
+async fn unknown_route(uri: Uri) -> ApiError {
+    ApiError::new(ReasonCode::NotFound, format!("no route for `{}`", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ReasonCode::MethodNotAllowed,
+        format!("`{}` does not accept {method}", uri.path()),
+    )
+}

@@ -1,0 +1,264 @@
+//! `cordon serve`: opens the store (SQLite under the data dir, or PostgreSQL), creates
+//! the bootstrap tenant and system admin key on first start, and serves the API until
+//! SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cordon_api::{ApiOptions, AppState, BootstrapOutcome};
+use cordon_control::{Control, ControlOptions};
+use cordon_policy::PolicyEngine;
+use cordon_store::Store;
+use cordon_store_postgres::{PostgresOptions, PostgresStore};
+use cordon_store_sqlite::{SqliteOptions, SqliteStore};
+use tokio::net::TcpListener;
+
+use crate::exit;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CORDON_LISTEN", default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Directory for the embedded database, the node id and the bootstrap token.
+    #[arg(long, env = "CORDON_DATA_DIR", default_value = "./.cordon")]
+    data_dir: PathBuf,
+    /// Use PostgreSQL instead of the embedded SQLite file, e.g. postgres://user@host/db.
+    #[arg(long, env = "CORDON_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Log lines as human text or one JSON object per line (to stderr).
+    #[arg(long, env = "CORDON_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// Where a server keeps its state and how it is reached.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    /// The system admin token to bootstrap an empty store with; generated and written
+    /// to `<data-dir>/bootstrap-admin.token` if absent.
+    pub bootstrap_token: Option<String>,
+}
+
+/// A server running in this process.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub store: Arc<dyn Store>,
+    pub control: Control,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _lock: std::fs::File,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes in-flight requests and returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await.context("server task failed")?.context("server failed")
+    }
+}
+
+pub const TOKEN_FILE: &str = "bootstrap-admin.token";
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        bootstrap_token: std::env::var("CORDON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    let server = match start(config).await {
+        Ok(server) => server,
+        Err(error) => {
+            tracing::error!("cannot start: {error:#}");
+            return exit::code(exit::INTERNAL);
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    match server.stop().await {
+        Ok(()) => exit::code(exit::OK),
+        Err(error) => {
+            tracing::error!("{error:#}");
+            exit::code(exit::INTERNAL)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
+}
+
+/// Opens everything and starts serving in a background task.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let lock = lock_data_dir(&config.data_dir)?;
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => {
+            let store = PostgresStore::connect(PostgresOptions::new(url.clone()))
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            Arc::new(store)
+        }
+        None => {
+            let path = config.data_dir.join("cordon.db");
+            let store = SqliteStore::open(SqliteOptions::new(&path))
+                .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
+            Arc::new(store)
+        }
+    };
+    tracing::info!(backend = store.backend().as_str(), "store open");
+    bootstrap(store.as_ref(), &config).await?;
+
+    let policy = Arc::new(PolicyEngine::with_default_policies().context("default policies")?);
+    let node_id = node_id(&config.data_dir)?;
+    let control = Control::new(
+        Arc::clone(&store),
+        ControlOptions { node_id: node_id.clone(), lease_ttl: LEASE_TTL },
+    );
+    let state = AppState::new(control.clone(), policy, ApiOptions::default());
+    let router = cordon_api::router(state);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, shutdown_requested) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_requested.await;
+            })
+            .await
+    });
+    tracing::info!(%node_id, "listening on http://{addr}");
+    Ok(RunningServer { addr, store, control, shutdown, task, _lock: lock })
+}
+
+/// One server per data dir: a second one would share the node id and its leases.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("another cordon server is using the data dir {}", data_dir.display())
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// This node's stable name, kept in the data dir so a restarted node keeps its leases.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(existing.to_owned());
+        }
+    }
+    let id = format!("node_{}", uuid::Uuid::now_v7().simple());
+    write_durably(&path, id.as_bytes(), 0o644)?;
+    Ok(id)
+}
+
+/// Creates `path` with `mode`, writes `contents`, and fsyncs the file and its directory.
+fn write_durably(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// On an empty store: creates tenant `default` and the system admin key. The token
+/// comes from CORDON_BOOTSTRAP_TOKEN or is generated and written (mode 0600) before the
+/// store commits, so a crash in between never leaves a key whose token is lost.
+async fn bootstrap(store: &dyn Store, config: &ServerConfig) -> anyhow::Result<()> {
+    if !cordon_api::needs_bootstrap(store).await? {
+        return Ok(());
+    }
+    let token_path = config.data_dir.join(TOKEN_FILE);
+    let (token, written) = match &config.bootstrap_token {
+        Some(token) => (token.clone(), false),
+        None => {
+            let token = cordon_api::generate_token();
+            if token_path.exists() {
+                std::fs::remove_file(&token_path)
+                    .with_context(|| format!("cannot replace stale {}", token_path.display()))?;
+            }
+            write_durably(&token_path, format!("{token}\n").as_bytes(), 0o600)?;
+            (token, true)
+        }
+    };
+    match cordon_api::bootstrap(store, &token).await? {
+        BootstrapOutcome::Created { key_id } => {
+            if written {
+                tracing::info!(key = %key_id, path = %token_path.display(),
+                    "created tenant `default` and the system admin key; its token is in the file");
+            } else {
+                tracing::info!(key = %key_id,
+                    "created tenant `default` and the system admin key from CORDON_BOOTSTRAP_TOKEN");
+            }
+        }
+        BootstrapOutcome::AlreadyInitialized => {
+            // Another node won the race; our token was never stored.
+            if written {
+                let _ = std::fs::remove_file(&token_path);
+            }
+        }
+    }
+    Ok(())
+}

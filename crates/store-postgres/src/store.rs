@@ -1,0 +1,898 @@
+//! `PostgresStore`: the connection pool, migrations and the `Store` methods.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cordon_core::{
+    ApiKey, EventSeq, KeyId, Lease, NewSession, Phase, Session, SessionEvent, SessionFilter,
+    SessionId, Tenant, TenantId, Timestamp,
+};
+use cordon_store::migrations::{self, Migration};
+use cordon_store::{
+    Backend, IdempotencyScope, IdempotencyStart, LeaseOutcome, RecordedResponse, Result, Store,
+    StoreError, Transition, duration_micros,
+};
+use sqlx::error::ErrorKind;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
+
+use crate::rows::{
+    self, event_columns, key_columns, lease_columns, session_columns, tenant_columns,
+};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sql: include_str!("../migrations/0001_foundation.sql"),
+}];
+
+/// Key of the transaction-scoped advisory lock that serialises migrations between nodes
+/// starting at the same time ("cordonmg" in ASCII).
+const MIGRATION_LOCK: i64 = 0x636f_7264_6f6e_6d67;
+
+/// How long a caller waits for a pooled connection before the store reports itself
+/// unavailable; the same order as the SQLite backend's busy timeout.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often `idempotency_begin` retries when the row it collided with vanished (was
+/// abandoned) before it could be read. Each retry means another request won a race.
+const IDEMPOTENCY_ATTEMPTS: usize = 8;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// A libpq-style URL, e.g. `postgres://cordon:secret@db.internal:5432/cordon`.
+    pub url: String,
+    /// Most connections the pool keeps open.
+    pub max_connections: u32,
+}
+
+impl PostgresOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 32,
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &redact_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// The URL with the password of its user-info part, if any, replaced by `***`.
+fn redact_password(url: &str) -> Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return Cow::Borrowed(url);
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return Cow::Borrowed(url);
+    };
+    match authority[..at].find(':') {
+        Some(colon) => Cow::Owned(format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &url[scheme_end + at..]
+        )),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("connections", &self.pool.size())
+            .field("closed", &self.pool.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a driver error to the store's error vocabulary.
+pub(crate) fn sql(error: sqlx::Error) -> StoreError {
+    let transient = match &error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|c| is_transient(&c)),
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Backend(error.to_string())
+    }
+}
+
+/// SQLSTATEs that say "not now" rather than "never": the analogue of SQLite's busy,
+/// locked, disk-full and I/O errors.
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources: disk full, too many connections
+        || code.starts_with("57P") // shutting down, crashed, cannot connect now
+        || matches!(
+            code,
+            "40001" // serialization failure
+                | "40P01" // deadlock detected
+                | "55P03" // lock not available
+                | "57014" // query canceled (statement timeout)
+                | "25006" // read-only transaction: connected to a standby
+        )
+}
+
+fn violates(error: &sqlx::Error, kind: ErrorKind) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|database| database.kind() == kind)
+}
+
+/// A foreign-key violation means the tenant (or session) the row points at is missing.
+fn sql_or_not_found(error: sqlx::Error) -> StoreError {
+    if violates(&error, ErrorKind::ForeignKeyViolation) {
+        StoreError::NotFound
+    } else {
+        sql(error)
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<()> {
+    // One pass per pending migration: lock, look at what is applied, apply the first
+    // missing one and record it, commit. A node that waited for the lock sees the work of
+    // the node that held it and finds nothing left to do.
+    loop {
+        let mut tx = pool.begin().await.map_err(sql)?;
+        // Keeps notices such as "relation already exists, skipping" out of the logs.
+        sqlx::raw_sql("SET LOCAL client_min_messages = warning")
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS cordon_migrations (
+                 version BIGINT PRIMARY KEY, name TEXT NOT NULL,
+                 checksum BIGINT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(sql)?;
+        let applied = sqlx::query("SELECT version, checksum FROM cordon_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(|row| Ok((rows::get::<i64>(row, 0)?, rows::get::<i64>(row, 1)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let pending = migrations::pending(MIGRATIONS, &applied)
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        let Some(migration) = pending.first() else {
+            return tx.commit().await.map_err(sql);
+        };
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
+        sqlx::raw_sql(migration.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?;
+        sqlx::query(
+            "INSERT INTO cordon_migrations (version, name, checksum, applied_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(migration.checksum())
+        .bind(Timestamp::now().unix_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql)?;
+        tx.commit().await.map_err(sql)?;
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database and brings its schema up to date.
+    pub async fn connect(options: PostgresOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(&options.url)
+            .await
+            .map_err(sql)?;
+        migrate(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool, for tools that need SQL the `Store` trait does not offer.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for checked-out ones to come back. Later calls
+    /// fail with `Unavailable`.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn insert_tenant(executor: impl PgExecutor<'_>, tenant: &Tenant) -> Result<()> {
+    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(tenant.id.to_string())
+        .bind(&tenant.name)
+        .bind(tenant.created_at.unix_micros())
+        .execute(executor)
+        .await
+        .map(drop)
+        .map_err(|error| {
+            // As in the SQLite backend, any uniqueness conflict on a new tenant is reported
+            // as its name being taken (ids are fresh UUIDv7s and do not collide).
+            if violates(&error, ErrorKind::UniqueViolation) {
+                StoreError::TenantNameTaken(tenant.name.clone())
+            } else {
+                sql(error)
+            }
+        })
+}
+
+async fn insert_key(executor: impl PgExecutor<'_>, key: &ApiKey) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, role, name, system, token_digest, created_by,
+             created_at, revoked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(key.id.to_string())
+    .bind(key.tenant_id.to_string())
+    .bind(key.role.as_str())
+    .bind(&key.name)
+    .bind(key.system)
+    .bind(key.token_digest.as_slice())
+    .bind(key.created_by.map(|id| id.to_string()))
+    .bind(key.created_at.unix_micros())
+    .bind(key.revoked_at.map(Timestamp::unix_micros))
+    .execute(executor)
+    .await
+    .map(drop)
+    .map_err(sql_or_not_found)
+}
+
+async fn insert_event(executor: impl PgExecutor<'_>, event: &SessionEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO session_events (session_id, seq, actor, from_phase, to_phase, reason, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(event.session_id.to_string())
+    .bind(event.seq)
+    .bind(&event.actor)
+    .bind(event.from.map(Phase::as_str))
+    .bind(event.to.as_str())
+    .bind(&event.reason)
+    .bind(event.at.unix_micros())
+    .execute(executor)
+    .await
+    .map(drop)
+    .map_err(sql)
+}
+
+async fn select_session(
+    executor: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: SessionId,
+) -> Result<Option<Session>> {
+    sqlx::query(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE id = $1 AND tenant_id = $2"
+    ))
+    .bind(id.to_string())
+    .bind(tenant_id.to_string())
+    .fetch_optional(executor)
+    .await
+    .map_err(sql)?
+    .as_ref()
+    .map(rows::session)
+    .transpose()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<()> {
+        // A standby, or a database set to read-only, answers queries but takes no writes.
+        let row = sqlx::query("SELECT current_setting('transaction_read_only') = 'off'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql)?;
+        if rows::get::<bool>(&row, 0)? {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("the database is read-only".into()))
+        }
+    }
+
+    async fn bootstrap(&self, tenant: &Tenant, admin_key: &ApiKey) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Conflicts with itself and with every insert, not with reads: concurrent
+        // bootstraps (and tenant creations) queue up, and the check below sees their result.
+        sqlx::query("LOCK TABLE tenants IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?;
+        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM tenants)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql)?;
+        if rows::get::<bool>(&row, 0)? {
+            tx.rollback().await.map_err(sql)?;
+            return Ok(false);
+        }
+        insert_tenant(&mut *tx, tenant).await?;
+        insert_key(&mut *tx, admin_key).await?;
+        tx.commit().await.map_err(sql)?;
+        Ok(true)
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+        insert_tenant(&self.pool, tenant).await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM tenants WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::tenant)
+        .transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM tenants ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::tenant)
+        .collect()
+    }
+
+    async fn create_key(&self, key: &ApiKey) -> Result<()> {
+        insert_key(&self.pool, key).await
+    }
+
+    async fn get_key_by_digest(&self, digest: &[u8; 32]) -> Result<Option<ApiKey>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE token_digest = $1"
+        ))
+        .bind(digest.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::key)
+        .transpose()
+    }
+
+    async fn get_key(&self, tenant_id: TenantId, id: KeyId) -> Result<Option<ApiKey>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::key)
+        .transpose()
+    }
+
+    async fn list_keys(&self, tenant_id: TenantId) -> Result<Vec<ApiKey>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE tenant_id = $1 ORDER BY id"
+        ))
+        .bind(tenant_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::key)
+        .collect()
+    }
+
+    async fn revoke_key(&self, tenant_id: TenantId, id: KeyId, at: Timestamp) -> Result<ApiKey> {
+        sqlx::query(concat!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1)
+             WHERE id = $2 AND tenant_id = $3 RETURNING ",
+            key_columns!()
+        ))
+        .bind(at.unix_micros())
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::key)
+        .transpose()?
+        .ok_or(StoreError::NotFound)
+    }
+
+    async fn create_session(&self, new: &NewSession, actor: &str) -> Result<Session> {
+        let session = Session {
+            id: new.id,
+            tenant_id: new.tenant_id,
+            owner: new.owner,
+            workload_class: new.workload_class.clone(),
+            environment: new.environment.clone(),
+            labels: new.labels.clone(),
+            policy_version: new.policy_version.clone(),
+            phase: Phase::Created,
+            version: 1,
+            created_at: new.created_at,
+            updated_at: new.created_at,
+        };
+        let event = SessionEvent {
+            session_id: new.id,
+            seq: 1,
+            actor: actor.to_owned(),
+            from: None,
+            to: Phase::Created,
+            reason: None,
+            at: new.created_at,
+        };
+        let labels = serde_json::to_string(&session.labels)
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        sqlx::query(
+            "INSERT INTO sessions (id, tenant_id, owner, workload_class, environment, labels,
+                 policy_version, phase, version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        )
+        .bind(session.id.to_string())
+        .bind(session.tenant_id.to_string())
+        .bind(session.owner.to_string())
+        .bind(&session.workload_class)
+        .bind(&session.environment)
+        .bind(labels)
+        .bind(&session.policy_version)
+        .bind(session.phase.as_str())
+        .bind(session.version)
+        .bind(session.created_at.unix_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_or_not_found)?;
+        insert_event(&mut *tx, &event).await?;
+        tx.commit().await.map_err(sql)?;
+        Ok(session)
+    }
+
+    async fn get_session(&self, tenant_id: TenantId, id: SessionId) -> Result<Option<Session>> {
+        select_session(&self.pool, tenant_id, id).await
+    }
+
+    async fn list_sessions(
+        &self,
+        tenant_id: TenantId,
+        filter: &SessionFilter,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE tenant_id = "
+        ));
+        query.push_bind(tenant_id.to_string());
+        if let Some(phase) = filter.phase {
+            query.push(" AND phase = ").push_bind(phase.as_str());
+        }
+        if let Some(class) = &filter.workload_class {
+            query
+                .push(" AND workload_class = ")
+                .push_bind(class.clone());
+        }
+        if let Some(environment) = &filter.environment {
+            query
+                .push(" AND environment = ")
+                .push_bind(environment.clone());
+        }
+        if let Some(owner) = filter.owner {
+            query.push(" AND owner = ").push_bind(owner.to_string());
+        }
+        if let Some(after) = filter.after {
+            query.push(" AND id > ").push_bind(after.to_string());
+        }
+        query
+            .push(" ORDER BY id LIMIT ")
+            .push_bind(i64::from(limit));
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(rows::session)
+            .collect()
+    }
+
+    async fn count_sessions_by_phase(&self) -> Result<Vec<(Phase, u64)>> {
+        sqlx::query("SELECT phase, COUNT(*) FROM sessions GROUP BY phase")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(|row| {
+                let phase: String = rows::get(row, 0)?;
+                let count: i64 = rows::get(row, 1)?;
+                Ok((
+                    rows::parse("phase", &phase)?,
+                    u64::try_from(count).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    async fn acquire_lease(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<LeaseOutcome> {
+        let expires_at = now.saturating_add_micros(duration_micros(ttl));
+        // Take the lease if it is free, expired or already ours; the token moves on only
+        // when the holder changes. A takeover waits for writes still running under the
+        // old token, which share-lock the lease row (see `transition`).
+        let taken = sqlx::query(concat!(
+            "INSERT INTO session_leases (session_id, holder, token, expires_at)
+             SELECT id, $2, 1, $3 FROM sessions WHERE id = $1 AND tenant_id = $4
+             ON CONFLICT (session_id) DO UPDATE SET
+                 token = CASE WHEN session_leases.holder = excluded.holder
+                              THEN session_leases.token ELSE session_leases.token + 1 END,
+                 holder = excluded.holder,
+                 expires_at = excluded.expires_at
+             WHERE session_leases.holder = excluded.holder OR session_leases.expires_at <= $5
+             RETURNING ",
+            lease_columns!()
+        ))
+        .bind(session_id.to_string())
+        .bind(holder)
+        .bind(expires_at.unix_micros())
+        .bind(tenant_id.to_string())
+        .bind(now.unix_micros())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?;
+        if let Some(row) = taken {
+            return rows::lease(session_id, &row).map(LeaseOutcome::Acquired);
+        }
+        // Either another holder's lease is live, or there is no such session in the
+        // tenant (then nothing was inserted and there is no lease to show). Leases and
+        // sessions are never deleted, so the row that blocked the upsert is still there.
+        let current = sqlx::query(concat!(
+            "SELECT ",
+            lease_columns!(),
+            " FROM session_leases l
+             WHERE session_id = $1
+               AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND tenant_id = $2)"
+        ))
+        .bind(session_id.to_string())
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?;
+        match current {
+            Some(row) => rows::lease(session_id, &row).map(LeaseOutcome::Held),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        sqlx::query(
+            "UPDATE session_leases SET expires_at = 0
+             WHERE session_id = $1 AND holder = $2 AND token = $3",
+        )
+        .bind(lease.session_id.to_string())
+        .bind(&lease.holder)
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(sql)
+    }
+
+    async fn transition(&self, t: &Transition) -> Result<Session> {
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Phase and fencing token are checked in the very statement that writes. The
+        // `FOR SHARE` makes the token check hold until commit: a takeover (which updates
+        // the lease row) waits for this write, and a write whose lease row was taken over
+        // meanwhile re-reads the row, sees the new token and matches nothing.
+        let updated = sqlx::query(concat!(
+            "UPDATE sessions SET phase = $1, version = version + 1, updated_at = $2
+             WHERE id = $3 AND tenant_id = $4 AND phase = $5
+               AND EXISTS (SELECT 1 FROM session_leases
+                           WHERE session_id = $3 AND token = $6 FOR SHARE)
+             RETURNING ",
+            session_columns!()
+        ))
+        .bind(t.to.as_str())
+        .bind(t.at.unix_micros())
+        .bind(t.session_id.to_string())
+        .bind(t.tenant_id.to_string())
+        .bind(t.from.as_str())
+        .bind(t.fence)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql)?;
+        if let Some(row) = updated {
+            let session = rows::session(&row)?;
+            let event = SessionEvent {
+                session_id: t.session_id,
+                seq: session.version,
+                actor: t.actor.clone(),
+                from: Some(t.from),
+                to: t.to,
+                reason: t.reason.clone(),
+                at: t.at,
+            };
+            insert_event(&mut *tx, &event).await?;
+            tx.commit().await.map_err(sql)?;
+            return Ok(session);
+        }
+        // Nothing written: say why, in the same order as the SQLite backend.
+        let current = select_session(&mut *tx, t.tenant_id, t.session_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let token = sqlx::query("SELECT token FROM session_leases WHERE session_id = $1")
+            .bind(t.session_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql)?
+            .map(|row| rows::get::<i64>(&row, 0))
+            .transpose()?;
+        tx.rollback().await.map_err(sql)?;
+        if token != Some(t.fence) {
+            return Err(StoreError::LeaseFenced {
+                presented: t.fence,
+                current: token.unwrap_or(0),
+            });
+        }
+        Err(StoreError::PhaseChanged {
+            expected: t.from,
+            current: current.phase,
+        })
+    }
+
+    async fn list_events(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        after: EventSeq,
+        limit: u32,
+    ) -> Result<Vec<SessionEvent>> {
+        if select_session(&self.pool, tenant_id, session_id)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM session_events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(session_id.to_string())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::event)
+        .collect()
+    }
+
+    async fn idempotency_begin(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        stale_after: Duration,
+    ) -> Result<IdempotencyStart> {
+        let stale_before = now.saturating_add_micros(-duration_micros(stale_after));
+        let (tenant, principal) = (scope.tenant_id.to_string(), scope.principal.to_string());
+        for _ in 0..IDEMPOTENCY_ATTEMPTS {
+            let mut tx = self.pool.begin().await.map_err(sql)?;
+            // Claim first: of concurrent claims exactly one inserts; the others wait for
+            // it to commit and then find its row below.
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, principal, key, fingerprint, created_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, principal, key) DO NOTHING",
+            )
+            .bind(&tenant)
+            .bind(&principal)
+            .bind(&scope.key)
+            .bind(fingerprint.as_slice())
+            .bind(now.unix_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?
+            .rows_affected()
+                == 1;
+            if claimed {
+                tx.commit().await.map_err(sql)?;
+                return Ok(IdempotencyStart::Proceed);
+            }
+            // Someone else's row: inspect it under a row lock, so that of concurrent
+            // takeovers of a stale claim only the first succeeds.
+            let existing = sqlx::query(
+                "SELECT fingerprint, status, body, created_at FROM idempotency_keys
+                 WHERE tenant_id = $1 AND principal = $2 AND key = $3 FOR UPDATE",
+            )
+            .bind(&tenant)
+            .bind(&principal)
+            .bind(&scope.key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql)?;
+            let Some(row) = existing else {
+                // Abandoned between our insert and our read: claim again.
+                tx.rollback().await.map_err(sql)?;
+                continue;
+            };
+            let seen: Vec<u8> = rows::get(&row, 0)?;
+            let status: Option<i32> = rows::get(&row, 1)?;
+            let body: Option<Vec<u8>> = rows::get(&row, 2)?;
+            let created_at: i64 = rows::get(&row, 3)?;
+            let start = match status {
+                _ if seen.as_slice() != fingerprint.as_slice() => IdempotencyStart::Mismatch,
+                Some(status) => IdempotencyStart::Replay(RecordedResponse {
+                    status: u16::try_from(status).map_err(|e| rows::corrupt("status", e))?,
+                    body: body.unwrap_or_default(),
+                }),
+                None if created_at <= stale_before.unix_micros() => {
+                    sqlx::query(
+                        "UPDATE idempotency_keys SET created_at = $4
+                         WHERE tenant_id = $1 AND principal = $2 AND key = $3",
+                    )
+                    .bind(&tenant)
+                    .bind(&principal)
+                    .bind(&scope.key)
+                    .bind(now.unix_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql)?;
+                    IdempotencyStart::Proceed
+                }
+                None => IdempotencyStart::InFlight,
+            };
+            tx.commit().await.map_err(sql)?;
+            return Ok(start);
+        }
+        Err(StoreError::Unavailable(format!(
+            "idempotency key claim kept vanishing after {IDEMPOTENCY_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn idempotency_complete(
+        &self,
+        scope: &IdempotencyScope,
+        response: &RecordedResponse,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $4, body = $5, completed_at = $6
+             WHERE tenant_id = $1 AND principal = $2 AND key = $3",
+        )
+        .bind(scope.tenant_id.to_string())
+        .bind(scope.principal.to_string())
+        .bind(&scope.key)
+        .bind(i32::from(response.status))
+        .bind(response.body.as_slice())
+        .bind(now.unix_micros())
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(sql)
+    }
+
+    async fn idempotency_abandon(&self, scope: &IdempotencyScope) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys
+             WHERE tenant_id = $1 AND principal = $2 AND key = $3 AND status IS NULL",
+        )
+        .bind(scope.tenant_id.to_string())
+        .bind(scope.principal.to_string())
+        .bind(&scope.key)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_debug_output() {
+        let cases = [
+            (
+                "postgres://u:secret@h:5432/db?sslmode=require",
+                "postgres://u:***@h:5432/db?sslmode=require",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://h/db", "postgres://h/db"),
+            ("postgresql://u:p%40ss@h", "postgresql://u:***@h"),
+            ("not a url", "not a url"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_password(url), expected, "{url}");
+        }
+        let debug = format!("{:?}", PostgresOptions::new("postgres://u:secret@h/db"));
+        assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn transient_sqlstates_map_to_unavailable() {
+        for code in [
+            "08006", "53300", "57P01", "40001", "40P01", "55P03", "57014", "25006",
+        ] {
+            assert!(is_transient(code), "{code}");
+        }
+        for code in ["23505", "23503", "42P01", "XX000"] {
+            assert!(!is_transient(code), "{code}");
+        }
+        assert!(matches!(
+            sql(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            sql(sqlx::Error::RowNotFound),
+            StoreError::Backend(_)
+        ));
+    }
+}

@@ -1,0 +1,1747 @@
+//! The store conformance suite: what every `Store` backend must do, as plain async
+//! functions that panic on the first deviation. `tests/conformance.rs` runs each of them
+//! against every backend, each on a fresh, empty store.
+//!
+//! The checks pass explicit times (see [`fixtures::at`]) and never sleep. They take an
+//! `Arc<dyn Store>` so that the concurrent ones can spawn tasks on it; those need a
+//! multi-threaded runtime to race for real.
+
+use std::collections::BTreeMap;
+use std::fmt::{Debug, Display};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cordon_core::{
+    ApiKey, KeyId, Lease, Phase, Role, Session, SessionEvent, SessionFilter, SessionId, Tenant,
+    TenantId, Timestamp,
+};
+use cordon_store::{
+    IdempotencyStart, LeaseOutcome, RecordedResponse, Store, StoreError, Transition,
+};
+use tokio::task::JoinSet;
+
+use crate::TestStore;
+use crate::fixtures::{self, at, at_micros};
+
+/// The lease time-to-live the checks use unless they say otherwise.
+const TTL: Duration = Duration::from_secs(30);
+
+#[track_caller]
+fn ok<T, E: Display>(result: Result<T, E>, doing: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("{doing}: unexpected error: {error}"),
+    }
+}
+
+#[track_caller]
+fn some<T>(option: Option<T>, what: &str) -> T {
+    match option {
+        Some(value) => value,
+        None => panic!("{what}: not found"),
+    }
+}
+
+#[track_caller]
+fn refused<T: Debug>(result: Result<T, StoreError>, doing: &str) -> StoreError {
+    match result {
+        Ok(value) => panic!("{doing}: expected an error, got {value:?}"),
+        Err(error) => error,
+    }
+}
+
+#[track_caller]
+fn acquired(outcome: LeaseOutcome) -> Lease {
+    match outcome {
+        LeaseOutcome::Acquired(lease) => lease,
+        LeaseOutcome::Held(lease) => {
+            panic!("expected to acquire the lease, but it is held: {lease:?}")
+        }
+    }
+}
+
+#[track_caller]
+fn held(outcome: LeaseOutcome) -> Lease {
+    match outcome {
+        LeaseOutcome::Held(lease) => lease,
+        LeaseOutcome::Acquired(lease) => {
+            panic!("expected the lease to be held, but got it: {lease:?}")
+        }
+    }
+}
+
+/// A tenant and an admin key in it.
+async fn tenant_with_key(store: &dyn Store, name: &str) -> (Tenant, ApiKey) {
+    let tenant = fixtures::tenant(name);
+    ok(store.create_tenant(&tenant).await, "create tenant");
+    let key = fixtures::key(tenant.id, Role::Admin);
+    ok(store.create_key(&key).await, "create key");
+    (tenant, key)
+}
+
+async fn session(store: &dyn Store, tenant: TenantId, owner: KeyId) -> Session {
+    ok(
+        store
+            .create_session(&fixtures::new_session(tenant, owner), "creator")
+            .await,
+        "create session",
+    )
+}
+
+async fn lease(
+    store: &dyn Store,
+    tenant: TenantId,
+    session: SessionId,
+    holder: &str,
+    now: Timestamp,
+) -> Lease {
+    acquired(ok(
+        store.acquire_lease(tenant, session, holder, TTL, now).await,
+        "acquire lease",
+    ))
+}
+
+fn step(
+    session: &Session,
+    from: Phase,
+    to: Phase,
+    fence: i64,
+    actor: &str,
+    at: Timestamp,
+) -> Transition {
+    Transition {
+        tenant_id: session.tenant_id,
+        session_id: session.id,
+        from,
+        to,
+        fence,
+        actor: actor.to_owned(),
+        reason: None,
+        at,
+    }
+}
+
+/// Moves a session from `created` to `to` (active, suspended or closed) under a lease
+/// held by `mover`.
+async fn advance(store: &dyn Store, session: &Session, to: Phase) -> Session {
+    let fence = lease(store, session.tenant_id, session.id, "mover", at(1))
+        .await
+        .token;
+    let path: &[Phase] = match to {
+        Phase::Created => &[],
+        Phase::Active => &[Phase::Active],
+        Phase::Checkpointed => &[Phase::Active, Phase::Checkpointed],
+        Phase::Suspended => &[Phase::Active, Phase::Suspended],
+        Phase::Closed => &[Phase::Closed],
+    };
+    let mut current = session.clone();
+    for &next in path {
+        let transition = step(&current, current.phase, next, fence, "mover", at(2));
+        current = ok(store.transition(&transition).await, "advance session");
+    }
+    current
+}
+
+async fn all_events(store: &dyn Store, session: &Session) -> Vec<SessionEvent> {
+    ok(
+        store
+            .list_events(session.tenant_id, session.id, 0, 100_000)
+            .await,
+        "list events",
+    )
+}
+
+fn sorted_by_id(mut sessions: Vec<Session>) -> Vec<Session> {
+    sessions.sort_by_key(|session| session.id);
+    sessions
+}
+
+// ---------------------------------------------------------------------------------------
+// Basics and bootstrap
+
+/// A fresh store answers `ping`.
+pub async fn ping(store: Arc<dyn Store>) {
+    ok(store.ping().await, "ping");
+}
+
+/// The first bootstrap creates the tenant and its key; later ones do nothing.
+pub async fn bootstrap_happens_once(store: Arc<dyn Store>) {
+    let first = fixtures::tenant("root");
+    let first_key = fixtures::system_key(first.id);
+    assert!(ok(
+        store.bootstrap(&first, &first_key).await,
+        "first bootstrap"
+    ));
+    assert_eq!(
+        ok(store.get_tenant(first.id).await, "get tenant"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        ok(
+            store.get_key_by_digest(&first_key.token_digest).await,
+            "get key"
+        ),
+        Some(first_key.clone())
+    );
+
+    let second = fixtures::tenant("another-root");
+    let second_key = fixtures::system_key(second.id);
+    assert!(!ok(
+        store.bootstrap(&second, &second_key).await,
+        "second bootstrap"
+    ));
+    assert_eq!(ok(store.get_tenant(second.id).await, "get tenant"), None);
+    assert_eq!(
+        ok(
+            store.get_key_by_digest(&second_key.token_digest).await,
+            "get key"
+        ),
+        None
+    );
+    assert_eq!(ok(store.list_tenants().await, "list tenants"), vec![first]);
+    assert_eq!(
+        ok(store.list_keys(first_key.tenant_id).await, "list keys"),
+        vec![first_key]
+    );
+}
+
+/// Bootstrap is refused once any tenant exists, however it was created.
+pub async fn bootstrap_refused_after_create_tenant(store: Arc<dyn Store>) {
+    let existing = fixtures::tenant("existing");
+    ok(store.create_tenant(&existing).await, "create tenant");
+    let root = fixtures::tenant("root");
+    let root_key = fixtures::system_key(root.id);
+    assert!(!ok(store.bootstrap(&root, &root_key).await, "bootstrap"));
+    assert_eq!(
+        ok(store.list_tenants().await, "list tenants"),
+        vec![existing]
+    );
+    assert_eq!(
+        ok(
+            store.get_key_by_digest(&root_key.token_digest).await,
+            "get key"
+        ),
+        None
+    );
+}
+
+/// Of nodes bootstrapping the same empty store at once, exactly one succeeds.
+pub async fn concurrent_bootstraps_create_one_tenant(store: Arc<dyn Store>) {
+    const NODES: usize = 8;
+    let mut tasks = JoinSet::new();
+    for node in 0..NODES {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let tenant = fixtures::tenant(&format!("root-{node}"));
+            let key = fixtures::system_key(tenant.id);
+            let created = ok(store.bootstrap(&tenant, &key).await, "bootstrap");
+            (created, tenant, key)
+        });
+    }
+    let outcomes = tasks.join_all().await;
+    let winners: Vec<_> = outcomes.iter().filter(|(created, _, _)| *created).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one bootstrap must win: {outcomes:?}"
+    );
+    let (_, tenant, key) = winners[0];
+    assert_eq!(
+        ok(store.list_tenants().await, "list tenants"),
+        vec![tenant.clone()]
+    );
+    assert_eq!(
+        ok(store.list_keys(tenant.id).await, "list keys"),
+        vec![key.clone()]
+    );
+    for (_, _, loser_key) in outcomes.iter().filter(|(created, _, _)| !*created) {
+        assert_eq!(
+            ok(
+                store.get_key_by_digest(&loser_key.token_digest).await,
+                "get key"
+            ),
+            None
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tenants and keys
+
+/// Tenants round-trip and list in id order.
+pub async fn tenants_create_get_list(store: Arc<dyn Store>) {
+    assert_eq!(ok(store.list_tenants().await, "list tenants"), vec![]);
+    let mut tenants = Vec::new();
+    for name in ["acme", "globex", "initech ✓"] {
+        let tenant = fixtures::tenant(name);
+        ok(store.create_tenant(&tenant).await, "create tenant");
+        tenants.push(tenant);
+    }
+    for tenant in &tenants {
+        assert_eq!(
+            ok(store.get_tenant(tenant.id).await, "get tenant").as_ref(),
+            Some(tenant)
+        );
+    }
+    assert_eq!(
+        ok(
+            store.get_tenant(TenantId::generate()).await,
+            "get unknown tenant"
+        ),
+        None
+    );
+    tenants.sort_by_key(|tenant| tenant.id);
+    assert_eq!(ok(store.list_tenants().await, "list tenants"), tenants);
+}
+
+/// A second tenant with a taken name is refused with `TenantNameTaken`.
+pub async fn tenant_name_conflict(store: Arc<dyn Store>) {
+    let first = fixtures::tenant("acme");
+    ok(store.create_tenant(&first).await, "create tenant");
+    let error = refused(
+        store.create_tenant(&fixtures::tenant("acme")).await,
+        "duplicate name",
+    );
+    assert!(
+        matches!(&error, StoreError::TenantNameTaken(name) if name == "acme"),
+        "{error:?}"
+    );
+    assert_eq!(ok(store.list_tenants().await, "list tenants"), vec![first]);
+}
+
+/// Keys round-trip by id and by digest, stay inside their tenant and list in id order.
+pub async fn keys_create_get_list(store: Arc<dyn Store>) {
+    let (a, admin) = tenant_with_key(&*store, "a").await;
+    let (b, b_admin) = tenant_with_key(&*store, "b").await;
+    let mut a_keys = vec![admin.clone()];
+    for role in Role::ALL {
+        let key = ApiKey {
+            created_by: Some(admin.id),
+            created_at: at(5),
+            ..fixtures::key(a.id, role)
+        };
+        ok(store.create_key(&key).await, "create key");
+        a_keys.push(key);
+    }
+    let revoked = ApiKey {
+        revoked_at: Some(at(9)),
+        system: true,
+        ..fixtures::key(a.id, Role::Auditor)
+    };
+    ok(store.create_key(&revoked).await, "create revoked key");
+    a_keys.push(revoked);
+
+    for key in &a_keys {
+        assert_eq!(
+            ok(store.get_key(a.id, key.id).await, "get key").as_ref(),
+            Some(key)
+        );
+        assert_eq!(
+            ok(
+                store.get_key(b.id, key.id).await,
+                "get key of another tenant"
+            ),
+            None
+        );
+        assert_eq!(
+            ok(
+                store.get_key_by_digest(&key.token_digest).await,
+                "get key by digest"
+            )
+            .as_ref(),
+            Some(key)
+        );
+    }
+    assert_eq!(
+        ok(
+            store.get_key(a.id, KeyId::generate()).await,
+            "get unknown key"
+        ),
+        None
+    );
+    assert_eq!(
+        ok(
+            store.get_key_by_digest(&[7; 32]).await,
+            "get unknown digest"
+        ),
+        None
+    );
+    a_keys.sort_by_key(|key| key.id);
+    assert_eq!(ok(store.list_keys(a.id).await, "list keys"), a_keys);
+    assert_eq!(ok(store.list_keys(b.id).await, "list keys"), vec![b_admin]);
+    assert_eq!(
+        ok(store.list_keys(TenantId::generate()).await, "list keys"),
+        vec![]
+    );
+}
+
+/// A key for a tenant that does not exist is refused with `NotFound`; a key reusing
+/// another key's digest is refused as a backend error and not stored.
+pub async fn key_creation_refusals(store: Arc<dyn Store>) {
+    let orphan = fixtures::key(TenantId::generate(), Role::Admin);
+    let error = refused(store.create_key(&orphan).await, "key of an unknown tenant");
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+
+    let (tenant, admin) = tenant_with_key(&*store, "a").await;
+    let twin = ApiKey {
+        token_digest: admin.token_digest,
+        ..fixtures::key(tenant.id, Role::Agent)
+    };
+    let error = refused(store.create_key(&twin).await, "duplicate digest");
+    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+    assert_eq!(
+        ok(store.list_keys(tenant.id).await, "list keys"),
+        vec![admin]
+    );
+}
+
+/// Revoking keeps the first revocation time, and never reaches into another tenant.
+pub async fn revoke_key_keeps_first_time(store: Arc<dyn Store>) {
+    let (a, admin) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let key = fixtures::key(a.id, Role::Agent);
+    ok(store.create_key(&key).await, "create key");
+
+    let error = refused(
+        store.revoke_key(b.id, key.id, at(10)).await,
+        "revoke from another tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    let error = refused(
+        store.revoke_key(a.id, KeyId::generate(), at(10)).await,
+        "revoke unknown",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    assert_eq!(
+        ok(store.get_key(a.id, key.id).await, "get key"),
+        Some(key.clone())
+    );
+
+    let expected = ApiKey {
+        revoked_at: Some(at(10)),
+        ..key.clone()
+    };
+    assert_eq!(
+        ok(store.revoke_key(a.id, key.id, at(10)).await, "revoke"),
+        expected
+    );
+    assert_eq!(
+        ok(store.revoke_key(a.id, key.id, at(20)).await, "revoke again"),
+        expected
+    );
+    assert_eq!(
+        ok(store.get_key(a.id, key.id).await, "get key"),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        ok(
+            store.get_key_by_digest(&key.token_digest).await,
+            "get by digest"
+        ),
+        Some(expected)
+    );
+    assert_eq!(
+        ok(store.get_key(a.id, admin.id).await, "get other key"),
+        Some(admin)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+
+/// A new session is `created` at version 1 with its creation event, and is invisible
+/// from other tenants.
+pub async fn sessions_create_get(store: Arc<dyn Store>) {
+    let (a, owner) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let new = fixtures::new_session(a.id, owner.id);
+    let created = ok(
+        store.create_session(&new, "key_creator").await,
+        "create session",
+    );
+    let expected = Session {
+        id: new.id,
+        tenant_id: a.id,
+        owner: owner.id,
+        workload_class: new.workload_class.clone(),
+        environment: new.environment.clone(),
+        labels: new.labels.clone(),
+        policy_version: new.policy_version.clone(),
+        phase: Phase::Created,
+        version: 1,
+        created_at: new.created_at,
+        updated_at: new.created_at,
+    };
+    assert_eq!(created, expected);
+    assert_eq!(
+        ok(store.get_session(a.id, new.id).await, "get session"),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        ok(
+            store.get_session(b.id, new.id).await,
+            "get from another tenant"
+        ),
+        None
+    );
+    assert_eq!(
+        ok(
+            store.get_session(a.id, SessionId::generate()).await,
+            "get unknown"
+        ),
+        None
+    );
+    assert_eq!(
+        all_events(&*store, &created).await,
+        vec![SessionEvent {
+            session_id: new.id,
+            seq: 1,
+            actor: "key_creator".to_owned(),
+            from: None,
+            to: Phase::Created,
+            reason: None,
+            at: new.created_at,
+        }]
+    );
+
+    let empty_labels = fixtures::new_session(a.id, owner.id);
+    let empty_labels = cordon_core::NewSession {
+        labels: Default::default(),
+        ..empty_labels
+    };
+    let created = ok(
+        store.create_session(&empty_labels, "creator").await,
+        "create session",
+    );
+    assert!(created.labels.is_empty());
+    assert_eq!(
+        ok(store.get_session(a.id, created.id).await, "get session"),
+        Some(created)
+    );
+}
+
+/// Sessions for unknown tenants, and duplicate session ids, are refused and not stored.
+pub async fn session_creation_refusals(store: Arc<dyn Store>) {
+    let orphan = fixtures::new_session(TenantId::generate(), KeyId::generate());
+    let error = refused(
+        store.create_session(&orphan, "creator").await,
+        "unknown tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let first = session(&*store, tenant.id, owner.id).await;
+    let again = cordon_core::NewSession {
+        id: first.id,
+        environment: "prod".to_owned(),
+        ..fixtures::new_session(tenant.id, owner.id)
+    };
+    refused(
+        store.create_session(&again, "creator").await,
+        "duplicate id",
+    );
+    assert_eq!(
+        ok(store.get_session(tenant.id, first.id).await, "get session"),
+        Some(first.clone())
+    );
+    assert_eq!(all_events(&*store, &first).await.len(), 1);
+}
+
+/// Every filter, alone and combined, selects exactly the matching sessions of the
+/// tenant, in id order.
+pub async fn sessions_list_filters(store: Arc<dyn Store>) {
+    let (a, first_owner) = tenant_with_key(&*store, "a").await;
+    let second_owner = fixtures::key(a.id, Role::Agent);
+    ok(store.create_key(&second_owner).await, "create key");
+    let (b, b_owner) = tenant_with_key(&*store, "b").await;
+
+    let mut sessions = Vec::new();
+    for index in 0..12_usize {
+        let owner = if index % 2 == 0 {
+            first_owner.id
+        } else {
+            second_owner.id
+        };
+        let new = cordon_core::NewSession {
+            workload_class: ["batch", "interactive", "batch"][index % 3].to_owned(),
+            environment: ["dev", "prod", "dev", "staging"][index % 4].to_owned(),
+            ..fixtures::new_session(a.id, owner)
+        };
+        let created = ok(
+            store.create_session(&new, "creator").await,
+            "create session",
+        );
+        let phase = [
+            Phase::Created,
+            Phase::Active,
+            Phase::Suspended,
+            Phase::Closed,
+        ][index % 4];
+        sessions.push(advance(&*store, &created, phase).await);
+    }
+    let other_tenant = session(&*store, b.id, b_owner.id).await;
+
+    let filters = [
+        SessionFilter::default(),
+        SessionFilter {
+            phase: Some(Phase::Active),
+            ..Default::default()
+        },
+        SessionFilter {
+            phase: Some(Phase::Created),
+            ..Default::default()
+        },
+        SessionFilter {
+            phase: Some(Phase::Checkpointed),
+            ..Default::default()
+        },
+        SessionFilter {
+            workload_class: Some("batch".to_owned()),
+            ..Default::default()
+        },
+        SessionFilter {
+            workload_class: Some("unknown".to_owned()),
+            ..Default::default()
+        },
+        SessionFilter {
+            environment: Some("prod".to_owned()),
+            ..Default::default()
+        },
+        SessionFilter {
+            owner: Some(second_owner.id),
+            ..Default::default()
+        },
+        SessionFilter {
+            owner: Some(b_owner.id),
+            ..Default::default()
+        },
+        SessionFilter {
+            phase: Some(Phase::Created),
+            workload_class: Some("batch".to_owned()),
+            environment: Some("dev".to_owned()),
+            owner: Some(first_owner.id),
+            after: None,
+        },
+        SessionFilter {
+            workload_class: Some("batch".to_owned()),
+            after: Some(sorted_by_id(sessions.clone())[5].id),
+            ..Default::default()
+        },
+    ];
+    for filter in filters {
+        let expected = sorted_by_id(
+            sessions
+                .iter()
+                .filter(|s| filter.phase.is_none_or(|phase| s.phase == phase))
+                .filter(|s| {
+                    filter
+                        .workload_class
+                        .as_ref()
+                        .is_none_or(|c| &s.workload_class == c)
+                })
+                .filter(|s| {
+                    filter
+                        .environment
+                        .as_ref()
+                        .is_none_or(|e| &s.environment == e)
+                })
+                .filter(|s| filter.owner.is_none_or(|owner| s.owner == owner))
+                .filter(|s| filter.after.is_none_or(|after| s.id > after))
+                .cloned()
+                .collect(),
+        );
+        let listed = ok(
+            store.list_sessions(a.id, &filter, 100).await,
+            "list sessions",
+        );
+        assert_eq!(listed, expected, "filter {filter:?}");
+    }
+    assert_eq!(
+        ok(
+            store
+                .list_sessions(b.id, &SessionFilter::default(), 100)
+                .await,
+            "list sessions"
+        ),
+        vec![other_tenant]
+    );
+}
+
+/// Following the `after` cursor with a page limit visits every session once, in order.
+pub async fn sessions_list_pagination(store: Arc<dyn Store>) {
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let mut sessions = Vec::new();
+    for _ in 0..7 {
+        sessions.push(session(&*store, tenant.id, owner.id).await);
+    }
+    let sessions = sorted_by_id(sessions);
+
+    let mut filter = SessionFilter::default();
+    let mut pages = Vec::new();
+    loop {
+        let page = ok(
+            store.list_sessions(tenant.id, &filter, 3).await,
+            "list page",
+        );
+        let Some(last) = page.last() else { break };
+        filter.after = Some(last.id);
+        pages.push(page);
+    }
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 1]
+    );
+    assert_eq!(pages.concat(), sessions);
+
+    let none = ok(
+        store
+            .list_sessions(tenant.id, &SessionFilter::default(), 0)
+            .await,
+        "limit 0",
+    );
+    assert_eq!(none, vec![]);
+    let after_unknown = SessionFilter {
+        after: Some(SessionId::generate()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ok(
+            store.list_sessions(tenant.id, &after_unknown, 10).await,
+            "after newest"
+        ),
+        vec![]
+    );
+}
+
+/// Counts per phase cover every tenant and leave out empty phases.
+pub async fn count_sessions_by_phase(store: Arc<dyn Store>) {
+    assert_eq!(ok(store.count_sessions_by_phase().await, "count"), vec![]);
+    let (a, a_owner) = tenant_with_key(&*store, "a").await;
+    let (b, b_owner) = tenant_with_key(&*store, "b").await;
+    for (tenant, owner, phase) in [
+        (a.id, a_owner.id, Phase::Created),
+        (a.id, a_owner.id, Phase::Created),
+        (a.id, a_owner.id, Phase::Active),
+        (b.id, b_owner.id, Phase::Active),
+        (b.id, b_owner.id, Phase::Closed),
+        (b.id, b_owner.id, Phase::Created),
+    ] {
+        let created = session(&*store, tenant, owner).await;
+        advance(&*store, &created, phase).await;
+    }
+    let counts: BTreeMap<Phase, u64> = ok(store.count_sessions_by_phase().await, "count")
+        .into_iter()
+        .collect();
+    let expected = BTreeMap::from([(Phase::Created, 3), (Phase::Active, 2), (Phase::Closed, 1)]);
+    assert_eq!(counts, expected);
+}
+
+// ---------------------------------------------------------------------------------------
+// Leases
+
+/// The first acquirer gets token 1; renewing keeps the token and extends the expiry;
+/// another holder is told who holds it until it expires.
+pub async fn lease_acquire_renew_held(store: Arc<dyn Store>) {
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let session = session(&*store, tenant.id, owner.id).await;
+    let (tenant_id, session_id) = (tenant.id, session.id);
+    let acquire = |holder: &'static str, now: Timestamp| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store
+                    .acquire_lease(tenant_id, session_id, holder, TTL, now)
+                    .await,
+                "acquire",
+            )
+        }
+    };
+
+    let first = acquired(acquire("node-a", at(0)).await);
+    let expected = Lease {
+        session_id: session.id,
+        holder: "node-a".to_owned(),
+        token: 1,
+        expires_at: at(30),
+    };
+    assert_eq!(first, expected);
+
+    let renewed = acquired(acquire("node-a", at(10)).await);
+    assert_eq!(
+        renewed,
+        Lease {
+            expires_at: at(40),
+            ..expected.clone()
+        }
+    );
+
+    assert_eq!(held(acquire("node-b", at(20)).await), renewed);
+    // Still live one microsecond before it expires.
+    assert_eq!(
+        held(acquire("node-b", at_micros(40_000_000 - 1)).await),
+        renewed
+    );
+    // A holder may renew even after its lease expired, if nobody took it meanwhile.
+    let late = acquired(acquire("node-a", at(100)).await);
+    assert_eq!(
+        late,
+        Lease {
+            expires_at: at(130),
+            ..expected
+        }
+    );
+}
+
+/// Once a lease has expired, another holder takes it over with the next token.
+pub async fn lease_takeover_after_expiry(store: Arc<dyn Store>) {
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let session = session(&*store, tenant.id, owner.id).await;
+    let (tenant_id, session_id) = (tenant.id, session.id);
+    let acquire = |holder: &'static str, now: Timestamp| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store
+                    .acquire_lease(tenant_id, session_id, holder, TTL, now)
+                    .await,
+                "acquire",
+            )
+        }
+    };
+
+    assert_eq!(acquired(acquire("node-a", at(0)).await).token, 1);
+    // Expired exactly at `expires_at`.
+    let taken = acquired(acquire("node-b", at(30)).await);
+    assert_eq!(
+        taken,
+        Lease {
+            session_id: session.id,
+            holder: "node-b".to_owned(),
+            token: 2,
+            expires_at: at(60)
+        }
+    );
+    assert_eq!(held(acquire("node-a", at(31)).await), taken);
+    let back = acquired(acquire("node-a", at(61)).await);
+    assert_eq!(
+        (back.holder.as_str(), back.token, back.expires_at),
+        ("node-a", 3, at(91))
+    );
+}
+
+/// A released lease can be taken at once by another holder, with the next token; a
+/// release by a stale lease changes nothing.
+pub async fn lease_release(store: Arc<dyn Store>) {
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let session = session(&*store, tenant.id, owner.id).await;
+    let (tenant_id, session_id) = (tenant.id, session.id);
+    let acquire = |holder: &'static str, now: Timestamp| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store
+                    .acquire_lease(tenant_id, session_id, holder, TTL, now)
+                    .await,
+                "acquire",
+            )
+        }
+    };
+
+    let first = acquired(acquire("node-a", at(0)).await);
+    ok(store.release_lease(&first).await, "release");
+    let second = acquired(acquire("node-b", at(1)).await);
+    assert_eq!((second.holder.as_str(), second.token), ("node-b", 2));
+
+    // node-a's old lease is stale: releasing it must not free node-b's.
+    ok(store.release_lease(&first).await, "stale release");
+    assert_eq!(held(acquire("node-a", at(2)).await), second);
+    // Neither does a release naming the right token but the wrong holder.
+    ok(
+        store
+            .release_lease(&Lease {
+                holder: "node-a".to_owned(),
+                ..second.clone()
+            })
+            .await,
+        "release",
+    );
+    assert_eq!(held(acquire("node-a", at(3)).await), second);
+
+    // Releasing and re-acquiring by the same holder keeps the token.
+    ok(store.release_lease(&second).await, "release");
+    let again = acquired(acquire("node-b", at(4)).await);
+    assert_eq!(
+        (again.holder.as_str(), again.token, again.expires_at),
+        ("node-b", 2, at(34))
+    );
+
+    // Releasing a lease of a session that does not exist is a no-op, not an error.
+    let phantom = Lease {
+        session_id: SessionId::generate(),
+        ..first
+    };
+    ok(store.release_lease(&phantom).await, "release unknown");
+}
+
+/// Leases exist only for sessions of the caller's tenant.
+pub async fn lease_not_found(store: Arc<dyn Store>) {
+    let (a, owner) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let session = session(&*store, a.id, owner.id).await;
+
+    let error = refused(
+        store
+            .acquire_lease(a.id, SessionId::generate(), "n", TTL, at(0))
+            .await,
+        "unknown",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    let error = refused(
+        store.acquire_lease(b.id, session.id, "n", TTL, at(0)).await,
+        "other tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+
+    let lease = lease(&*store, a.id, session.id, "node-a", at(0)).await;
+    // Neither a live nor an expired lease is visible or takeable from another tenant.
+    for now in [at(1), at(100)] {
+        let error = refused(
+            store.acquire_lease(b.id, session.id, "n", TTL, now).await,
+            "other tenant",
+        );
+        assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    }
+    assert_eq!(
+        held(ok(
+            store.acquire_lease(a.id, session.id, "x", TTL, at(2)).await,
+            "acquire"
+        )),
+        lease
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Transitions
+
+/// A transition moves the phase, bumps the version and appends the matching event.
+pub async fn transition_appends_event(store: Arc<dyn Store>) {
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let created = session(&*store, tenant.id, owner.id).await;
+    let fence = lease(&*store, tenant.id, created.id, "node-a", at(0))
+        .await
+        .token;
+
+    let activate = Transition {
+        reason: Some("starting ✓".to_owned()),
+        ..step(
+            &created,
+            Phase::Created,
+            Phase::Active,
+            fence,
+            "key_actor",
+            at(5),
+        )
+    };
+    let active = ok(store.transition(&activate).await, "activate");
+    let expected = Session {
+        phase: Phase::Active,
+        version: 2,
+        updated_at: at(5),
+        ..created.clone()
+    };
+    assert_eq!(active, expected);
+    assert_eq!(
+        ok(store.get_session(tenant.id, created.id).await, "get"),
+        Some(expected)
+    );
+
+    let suspend = step(
+        &active,
+        Phase::Active,
+        Phase::Suspended,
+        fence,
+        "system",
+        at(6),
+    );
+    let suspended = ok(store.transition(&suspend).await, "suspend");
+    assert_eq!(
+        (suspended.phase, suspended.version, suspended.updated_at),
+        (Phase::Suspended, 3, at(6))
+    );
+
+    let events = all_events(&*store, &created).await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[1..],
+        [
+            SessionEvent {
+                session_id: created.id,
+                seq: 2,
+                actor: "key_actor".to_owned(),
+                from: Some(Phase::Created),
+                to: Phase::Active,
+                reason: Some("starting ✓".to_owned()),
+                at: at(5),
+            },
+            SessionEvent {
+                session_id: created.id,
+                seq: 3,
+                actor: "system".to_owned(),
+                from: Some(Phase::Active),
+                to: Phase::Suspended,
+                reason: None,
+                at: at(6),
+            },
+        ]
+    );
+}
+
+/// A transition from the wrong phase is refused with `PhaseChanged` and writes nothing.
+pub async fn transition_wrong_phase_writes_nothing(store: Arc<dyn Store>) {
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let created = session(&*store, tenant.id, owner.id).await;
+    let active = advance(&*store, &created, Phase::Active).await;
+    let fence = lease(&*store, tenant.id, created.id, "mover", at(3))
+        .await
+        .token;
+    let events = all_events(&*store, &created).await;
+
+    let stale = step(
+        &active,
+        Phase::Created,
+        Phase::Active,
+        fence,
+        "late",
+        at(10),
+    );
+    let error = refused(store.transition(&stale).await, "wrong phase");
+    assert!(
+        matches!(
+            error,
+            StoreError::PhaseChanged {
+                expected: Phase::Created,
+                current: Phase::Active
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        ok(store.get_session(tenant.id, created.id).await, "get"),
+        Some(active)
+    );
+    assert_eq!(all_events(&*store, &created).await, events);
+}
+
+/// A transition with a fencing token other than the lease's current one is refused with
+/// `LeaseFenced` (before the phase is even looked at) and writes nothing; one for a
+/// session outside the tenant is `NotFound`.
+pub async fn transition_stale_fence_writes_nothing(store: Arc<dyn Store>) {
+    let (a, owner) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let created = session(&*store, a.id, owner.id).await;
+
+    // No lease at all: the current token reads as 0.
+    let error = refused(
+        store
+            .transition(&step(
+                &created,
+                Phase::Created,
+                Phase::Active,
+                1,
+                "x",
+                at(1),
+            ))
+            .await,
+        "no lease",
+    );
+    assert!(
+        matches!(
+            error,
+            StoreError::LeaseFenced {
+                presented: 1,
+                current: 0
+            }
+        ),
+        "{error:?}"
+    );
+
+    let fence = lease(&*store, a.id, created.id, "node-a", at(0))
+        .await
+        .token;
+    assert_eq!(fence, 1);
+    for (presented, from) in [
+        (2, Phase::Created),
+        (0, Phase::Created),
+        (2, Phase::Suspended),
+    ] {
+        let transition = step(&created, from, Phase::Active, presented, "x", at(1));
+        let error = refused(store.transition(&transition).await, "stale fence");
+        assert!(
+            matches!(error, StoreError::LeaseFenced { presented: p, current: 1 } if p == presented),
+            "{error:?}"
+        );
+    }
+
+    let other_tenant = Transition {
+        tenant_id: b.id,
+        ..step(&created, Phase::Created, Phase::Active, fence, "x", at(1))
+    };
+    let error = refused(store.transition(&other_tenant).await, "other tenant");
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    let unknown = Transition {
+        session_id: SessionId::generate(),
+        ..step(&created, Phase::Created, Phase::Active, fence, "x", at(1))
+    };
+    let error = refused(store.transition(&unknown).await, "unknown session");
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+
+    assert_eq!(
+        ok(store.get_session(a.id, created.id).await, "get"),
+        Some(created.clone())
+    );
+    assert_eq!(all_events(&*store, &created).await.len(), 1);
+}
+
+/// The fencing race, step by step: writer A holds token N, its lease expires, writer B
+/// takes over with N+1 and writes; A's late write with N is refused, whatever phase it
+/// names, and A cannot get the lease back while B holds it.
+pub async fn fenced_writer_refused_after_takeover(store: Arc<dyn Store>) {
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let created = session(&*store, tenant.id, owner.id).await;
+    let (tenant_id, session_id) = (tenant.id, created.id);
+    let acquire = |holder: &'static str, now: Timestamp| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store
+                    .acquire_lease(tenant_id, session_id, holder, TTL, now)
+                    .await,
+                "acquire",
+            )
+        }
+    };
+
+    let a_token = acquired(acquire("writer-a", at(0)).await).token;
+    let active = ok(
+        store
+            .transition(&step(
+                &created,
+                Phase::Created,
+                Phase::Active,
+                a_token,
+                "writer-a",
+                at(1),
+            ))
+            .await,
+        "A writes while it holds the lease",
+    );
+
+    // A's lease expires (it paused, lost the network...) and B takes over.
+    let b_token = acquired(acquire("writer-b", at(30)).await).token;
+    assert_eq!(b_token, a_token + 1);
+    let suspended = ok(
+        store
+            .transition(&step(
+                &active,
+                Phase::Active,
+                Phase::Suspended,
+                b_token,
+                "writer-b",
+                at(31),
+            ))
+            .await,
+        "B writes under the new token",
+    );
+
+    // A wakes up and writes what it had planned (from the phase it last saw), or even
+    // from the right phase: refused either way.
+    for from in [Phase::Active, Phase::Suspended] {
+        let late = step(&active, from, Phase::Closed, a_token, "writer-a", at(32));
+        let error = refused(store.transition(&late).await, "A's late write");
+        let StoreError::LeaseFenced { presented, current } = error else {
+            panic!("A's late write: expected LeaseFenced, got {error:?}");
+        };
+        assert_eq!((presented, current), (a_token, b_token));
+    }
+    assert_eq!(held(acquire("writer-a", at(33)).await).holder, "writer-b");
+
+    assert_eq!(
+        ok(store.get_session(tenant.id, created.id).await, "get"),
+        Some(suspended)
+    );
+    let actors: Vec<String> = all_events(&*store, &created)
+        .await
+        .into_iter()
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(actors, ["creator", "writer-a", "writer-b"]);
+}
+
+/// The fencing race under load: several tasks of writer A hammer transitions with A's
+/// token while B takes the lease over, then tasks of both writers hammer with their
+/// own tokens. Once the takeover has returned no write of A lands, the event log has
+/// no gaps, chains phase to phase, and every event after B's first one is B's.
+pub async fn concurrent_fenced_writers(store: Arc<dyn Store>) {
+    const TASKS_PER_WRITER: usize = 4;
+    const ATTEMPTS_PER_TASK: usize = 25;
+    /// B takes over once A has landed this many writes.
+    const A_WRITES_BEFORE_TAKEOVER: usize = 5;
+
+    let (tenant, owner) = tenant_with_key(&*store, "a").await;
+    let created = session(&*store, tenant.id, owner.id).await;
+    let (tenant_id, session_id) = (tenant.id, created.id);
+    let short = Duration::from_secs(1);
+    let a_lease = acquired(ok(
+        store
+            .acquire_lease(tenant.id, created.id, "writer-a", short, at(0))
+            .await,
+        "A",
+    ));
+
+    #[derive(Debug, Default)]
+    struct Tally {
+        landed: AtomicUsize,
+        fenced: AtomicUsize,
+        /// Writes that landed although they started after the takeover returned.
+        landed_after_takeover: AtomicUsize,
+    }
+    let taken_over = Arc::new(AtomicBool::new(false));
+    let a_tally = Arc::new(Tally::default());
+    let b_tally = Arc::new(Tally::default());
+
+    // One writer task: read the session, flip it between active and suspended.
+    let writer = |actor: &'static str, fence: i64, tally: Arc<Tally>| {
+        let (store, taken_over) = (Arc::clone(&store), Arc::clone(&taken_over));
+        async move {
+            let mut attempts = 0;
+            // A keeps going until the takeover happened and it has been refused a few
+            // times since; B stops after its attempts.
+            while attempts < ATTEMPTS_PER_TASK
+                || (actor == "writer-a"
+                    && (!taken_over.load(Ordering::SeqCst)
+                        || tally.fenced.load(Ordering::SeqCst) < 8))
+            {
+                attempts += 1;
+                let after_takeover = taken_over.load(Ordering::SeqCst);
+                let current = some(
+                    ok(store.get_session(tenant_id, session_id).await, "read"),
+                    "session",
+                );
+                let to = if current.phase == Phase::Active {
+                    Phase::Suspended
+                } else {
+                    Phase::Active
+                };
+                let transition = step(&current, current.phase, to, fence, actor, at(1));
+                match store.transition(&transition).await {
+                    Ok(_) => {
+                        tally.landed.fetch_add(1, Ordering::SeqCst);
+                        if after_takeover && actor == "writer-a" {
+                            tally.landed_after_takeover.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Err(StoreError::LeaseFenced { .. }) => {
+                        tally.fenced.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(StoreError::PhaseChanged { .. }) => {}
+                    Err(error) => panic!("{actor}: unexpected error {error}"),
+                }
+                tokio::task::yield_now().await;
+                if attempts > 100_000 {
+                    panic!("{actor}: the takeover never happened");
+                }
+            }
+        }
+    };
+
+    let first = ok(
+        store
+            .transition(&step(
+                &created,
+                Phase::Created,
+                Phase::Active,
+                a_lease.token,
+                "writer-a",
+                at(1),
+            ))
+            .await,
+        "activate",
+    );
+    assert_eq!(first.phase, Phase::Active);
+    a_tally.landed.fetch_add(1, Ordering::SeqCst);
+
+    let mut tasks = JoinSet::new();
+    for _ in 0..TASKS_PER_WRITER {
+        tasks.spawn(writer("writer-a", a_lease.token, Arc::clone(&a_tally)));
+    }
+    // B waits for A to be busy writing, then takes the expired lease over and starts
+    // writing too.
+    let b_token = {
+        let (store, a_tally) = (Arc::clone(&store), Arc::clone(&a_tally));
+        let taken_over = Arc::clone(&taken_over);
+        let spawner = async move {
+            while a_tally.landed.load(Ordering::SeqCst) < A_WRITES_BEFORE_TAKEOVER {
+                tokio::task::yield_now().await;
+            }
+            let b_lease = acquired(ok(
+                store
+                    .acquire_lease(tenant_id, session_id, "writer-b", TTL, at(2))
+                    .await,
+                "B",
+            ));
+            taken_over.store(true, Ordering::SeqCst);
+            b_lease.token
+        };
+        spawner.await
+    };
+    assert_eq!(b_token, a_lease.token + 1);
+    for _ in 0..TASKS_PER_WRITER {
+        tasks.spawn(writer("writer-b", b_token, Arc::clone(&b_tally)));
+    }
+    tasks.join_all().await;
+
+    assert_eq!(
+        a_tally.landed_after_takeover.load(Ordering::SeqCst),
+        0,
+        "A wrote after the takeover"
+    );
+    assert!(b_tally.landed.load(Ordering::SeqCst) > 0, "B never wrote");
+    assert_eq!(
+        b_tally.fenced.load(Ordering::SeqCst),
+        0,
+        "B was fenced: {b_tally:?}"
+    );
+    assert!(
+        a_tally.fenced.load(Ordering::SeqCst) > 0,
+        "A was never fenced: {a_tally:?}"
+    );
+
+    let session = some(
+        ok(store.get_session(tenant.id, created.id).await, "read"),
+        "session",
+    );
+    let events = all_events(&*store, &created).await;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let expected_seqs: Vec<i64> = (1..=session.version).collect();
+    assert_eq!(seqs, expected_seqs, "the event log has gaps");
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1].from,
+            Some(pair[0].to),
+            "events do not chain: {pair:?}"
+        );
+    }
+    assert_eq!(events.last().map(|e| e.to), Some(session.phase));
+    let actors: Vec<&str> = events[1..].iter().map(|e| e.actor.as_str()).collect();
+    let a_events = actors
+        .iter()
+        .take_while(|actor| **actor == "writer-a")
+        .count();
+    assert!(
+        actors[a_events..].iter().all(|actor| *actor == "writer-b"),
+        "A wrote after B: {actors:?}"
+    );
+    assert_eq!(a_events, a_tally.landed.load(Ordering::SeqCst));
+    assert_eq!(
+        actors.len() - a_events,
+        b_tally.landed.load(Ordering::SeqCst)
+    );
+}
+
+/// Events page by sequence number with `after` and `limit`, and only within the tenant.
+pub async fn list_events_pagination(store: Arc<dyn Store>) {
+    let (a, owner) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let mut current = session(&*store, a.id, owner.id).await;
+    let fence = lease(&*store, a.id, current.id, "node", at(0)).await.token;
+    for (index, to) in [
+        Phase::Active,
+        Phase::Suspended,
+        Phase::Active,
+        Phase::Checkpointed,
+        Phase::Active,
+        Phase::Closed,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let transition = step(
+            &current,
+            current.phase,
+            to,
+            fence,
+            "node",
+            at(1 + index as i64),
+        );
+        current = ok(store.transition(&transition).await, "transition");
+    }
+    assert_eq!(current.version, 7);
+
+    let all = all_events(&*store, &current).await;
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    let (tenant_id, session_id) = (a.id, current.id);
+    let page = |after: i64, limit: u32| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.list_events(tenant_id, session_id, after, limit).await,
+                "list events",
+            )
+        }
+    };
+    assert_eq!(page(0, 3).await, all[0..3]);
+    assert_eq!(page(3, 3).await, all[3..6]);
+    assert_eq!(page(6, 3).await, all[6..]);
+    assert_eq!(page(7, 3).await, vec![]);
+    assert_eq!(page(0, 0).await, vec![]);
+    assert_eq!(page(-5, 2).await, all[0..2]);
+
+    let error = refused(
+        store.list_events(b.id, current.id, 0, 10).await,
+        "other tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    let error = refused(
+        store.list_events(a.id, SessionId::generate(), 0, 10).await,
+        "unknown",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Idempotency
+
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Proceed, then InFlight while pending, Mismatch for another request, Replay once
+/// completed; keys are scoped by tenant and principal.
+pub async fn idempotency_lifecycle(store: Arc<dyn Store>) {
+    let (a, caller) = tenant_with_key(&*store, "a").await;
+    let (b, b_caller) = tenant_with_key(&*store, "b").await;
+    let scope = fixtures::scope(a.id, caller.id, "req-1");
+    let (request, other_request) = ([1u8; 32], [2u8; 32]);
+    let begin = |scope: cordon_store::IdempotencyScope, fingerprint: [u8; 32], now: Timestamp| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store
+                    .idempotency_begin(&scope, &fingerprint, now, STALE_AFTER)
+                    .await,
+                "begin",
+            )
+        }
+    };
+
+    assert_eq!(
+        begin(scope.clone(), request, at(0)).await,
+        IdempotencyStart::Proceed
+    );
+    assert_eq!(
+        begin(scope.clone(), request, at(1)).await,
+        IdempotencyStart::InFlight
+    );
+    assert_eq!(
+        begin(scope.clone(), other_request, at(1)).await,
+        IdempotencyStart::Mismatch
+    );
+
+    // The same key from another principal or tenant is another claim.
+    let other_principal = fixtures::scope(a.id, KeyId::generate(), "req-1");
+    assert_eq!(
+        begin(other_principal, request, at(1)).await,
+        IdempotencyStart::Proceed
+    );
+    let other_tenant = fixtures::scope(b.id, b_caller.id, "req-1");
+    assert_eq!(
+        begin(other_tenant, request, at(1)).await,
+        IdempotencyStart::Proceed
+    );
+
+    let response = RecordedResponse {
+        status: 201,
+        body: b"{\"id\":\"ses_1\"}\n\0\xff".to_vec(),
+    };
+    ok(
+        store.idempotency_complete(&scope, &response, at(2)).await,
+        "complete",
+    );
+    assert_eq!(
+        begin(scope.clone(), request, at(3)).await,
+        IdempotencyStart::Replay(response.clone())
+    );
+    assert_eq!(
+        begin(scope.clone(), other_request, at(3)).await,
+        IdempotencyStart::Mismatch
+    );
+    // Long after, a completed key still replays: staleness only concerns pending claims.
+    assert_eq!(
+        begin(scope.clone(), request, at(10_000)).await,
+        IdempotencyStart::Replay(response.clone())
+    );
+    // Abandoning a completed key changes nothing.
+    ok(store.idempotency_abandon(&scope).await, "abandon completed");
+    assert_eq!(
+        begin(scope.clone(), request, at(4)).await,
+        IdempotencyStart::Replay(response)
+    );
+
+    // Empty bodies and unusual statuses round-trip.
+    let empty = fixtures::scope(a.id, caller.id, "req-empty");
+    assert_eq!(
+        begin(empty.clone(), request, at(0)).await,
+        IdempotencyStart::Proceed
+    );
+    let no_content = RecordedResponse {
+        status: 204,
+        body: Vec::new(),
+    };
+    ok(
+        store.idempotency_complete(&empty, &no_content, at(1)).await,
+        "complete",
+    );
+    assert_eq!(
+        begin(empty, request, at(2)).await,
+        IdempotencyStart::Replay(no_content)
+    );
+}
+
+/// An abandoned claim frees the key for any request; abandoning or completing a key
+/// nobody claimed is a no-op.
+pub async fn idempotency_abandon_allows_retry(store: Arc<dyn Store>) {
+    let (tenant, caller) = tenant_with_key(&*store, "a").await;
+    let scope = fixtures::scope(tenant.id, caller.id, "req-1");
+    let begin = |fingerprint: [u8; 32], now: Timestamp| {
+        let (store, scope) = (Arc::clone(&store), scope.clone());
+        async move {
+            ok(
+                store
+                    .idempotency_begin(&scope, &fingerprint, now, STALE_AFTER)
+                    .await,
+                "begin",
+            )
+        }
+    };
+
+    assert_eq!(begin([1; 32], at(0)).await, IdempotencyStart::Proceed);
+    ok(store.idempotency_abandon(&scope).await, "abandon");
+    assert_eq!(begin([1; 32], at(1)).await, IdempotencyStart::Proceed);
+    ok(store.idempotency_abandon(&scope).await, "abandon");
+    // After an abandon the key is free even for a different request.
+    assert_eq!(begin([2; 32], at(2)).await, IdempotencyStart::Proceed);
+    assert_eq!(begin([2; 32], at(3)).await, IdempotencyStart::InFlight);
+
+    let unclaimed = fixtures::scope(tenant.id, caller.id, "never-begun");
+    ok(
+        store.idempotency_abandon(&unclaimed).await,
+        "abandon unclaimed",
+    );
+    let response = RecordedResponse {
+        status: 200,
+        body: b"ok".to_vec(),
+    };
+    ok(
+        store
+            .idempotency_complete(&unclaimed, &response, at(0))
+            .await,
+        "complete unclaimed",
+    );
+    let begun = ok(
+        store
+            .idempotency_begin(&unclaimed, &[3; 32], at(1), STALE_AFTER)
+            .await,
+        "begin",
+    );
+    assert_eq!(begun, IdempotencyStart::Proceed);
+}
+
+/// A pending claim older than `stale_after` is taken over (exactly at the boundary), and
+/// the takeover starts a fresh claim; a different request is still a mismatch.
+pub async fn idempotency_stale_claim_taken_over(store: Arc<dyn Store>) {
+    let (tenant, caller) = tenant_with_key(&*store, "a").await;
+    let scope = fixtures::scope(tenant.id, caller.id, "req-1");
+    let begin = |fingerprint: [u8; 32], now: Timestamp| {
+        let (store, scope) = (Arc::clone(&store), scope.clone());
+        async move {
+            ok(
+                store
+                    .idempotency_begin(&scope, &fingerprint, now, STALE_AFTER)
+                    .await,
+                "begin",
+            )
+        }
+    };
+    let stale_micros = 60_000_000;
+
+    assert_eq!(begin([1; 32], at(0)).await, IdempotencyStart::Proceed);
+    assert_eq!(
+        begin([1; 32], at_micros(stale_micros - 1)).await,
+        IdempotencyStart::InFlight
+    );
+    assert_eq!(
+        begin([2; 32], at_micros(stale_micros)).await,
+        IdempotencyStart::Mismatch
+    );
+    assert_eq!(
+        begin([1; 32], at_micros(stale_micros)).await,
+        IdempotencyStart::Proceed
+    );
+    // The takeover renewed the claim.
+    assert_eq!(
+        begin([1; 32], at_micros(stale_micros + 1)).await,
+        IdempotencyStart::InFlight
+    );
+    assert_eq!(
+        begin([1; 32], at_micros(2 * stale_micros)).await,
+        IdempotencyStart::Proceed
+    );
+
+    let response = RecordedResponse {
+        status: 200,
+        body: b"done".to_vec(),
+    };
+    ok(
+        store.idempotency_complete(&scope, &response, at(200)).await,
+        "complete",
+    );
+    assert_eq!(
+        begin([1; 32], at(10_000)).await,
+        IdempotencyStart::Replay(response)
+    );
+}
+
+/// Of concurrent first requests with one key exactly one proceeds and the others are
+/// told it is in flight; the same holds for concurrent takeovers of a stale claim.
+pub async fn concurrent_idempotency_begins(store: Arc<dyn Store>) {
+    const REQUESTS: usize = 16;
+    let (tenant, caller) = tenant_with_key(&*store, "a").await;
+    let scope = fixtures::scope(tenant.id, caller.id, "req-1");
+
+    for now in [at(0), at(1_000)] {
+        let mut tasks = JoinSet::new();
+        for _ in 0..REQUESTS {
+            let (store, scope) = (Arc::clone(&store), scope.clone());
+            tasks.spawn(async move {
+                ok(
+                    store
+                        .idempotency_begin(&scope, &[1; 32], now, STALE_AFTER)
+                        .await,
+                    "begin",
+                )
+            });
+        }
+        let starts = tasks.join_all().await;
+        let proceeds = starts
+            .iter()
+            .filter(|s| **s == IdempotencyStart::Proceed)
+            .count();
+        let in_flight = starts
+            .iter()
+            .filter(|s| **s == IdempotencyStart::InFlight)
+            .count();
+        assert_eq!(
+            (proceeds, in_flight),
+            (1, REQUESTS - 1),
+            "at {now}: {starts:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Durability
+
+/// What a store acknowledged is there after it is closed and opened again.
+pub async fn durable_across_reopen(test: TestStore) {
+    let store = Arc::clone(&test.store);
+    let root = fixtures::tenant("root");
+    let root_key = fixtures::system_key(root.id);
+    assert!(ok(store.bootstrap(&root, &root_key).await, "bootstrap"));
+    let revoked = fixtures::key(root.id, Role::Agent);
+    ok(store.create_key(&revoked).await, "create key");
+    let revoked = ok(store.revoke_key(root.id, revoked.id, at(3)).await, "revoke");
+    let created = session(&*store, root.id, root_key.id).await;
+    let active = advance(&*store, &created, Phase::Active).await;
+    let lease = lease(&*store, root.id, created.id, "mover", at(4)).await;
+    let events = all_events(&*store, &created).await;
+    let scope = fixtures::scope(root.id, root_key.id, "req-1");
+    ok(
+        store
+            .idempotency_begin(&scope, &[1; 32], at(0), STALE_AFTER)
+            .await,
+        "begin",
+    );
+    let response = RecordedResponse {
+        status: 201,
+        body: b"created".to_vec(),
+    };
+    ok(
+        store.idempotency_complete(&scope, &response, at(1)).await,
+        "complete",
+    );
+    let pending = fixtures::scope(root.id, root_key.id, "req-2");
+    ok(
+        store
+            .idempotency_begin(&pending, &[2; 32], at(0), STALE_AFTER)
+            .await,
+        "begin",
+    );
+    drop(store);
+
+    let test = test.reopen().await;
+    let store = &*test.store;
+    assert_eq!(
+        ok(store.list_tenants().await, "list tenants"),
+        vec![root.clone()]
+    );
+    let mut keys = vec![root_key.clone(), revoked];
+    keys.sort_by_key(|key| key.id);
+    assert_eq!(ok(store.list_keys(root.id).await, "list keys"), keys);
+    assert_eq!(
+        ok(store.get_session(root.id, created.id).await, "get session"),
+        Some(active.clone())
+    );
+    assert_eq!(all_events(store, &created).await, events);
+    assert_eq!(
+        held(ok(
+            store
+                .acquire_lease(root.id, created.id, "other", TTL, at(5))
+                .await,
+            "lease"
+        )),
+        lease
+    );
+    let replay = ok(
+        store
+            .idempotency_begin(&scope, &[1; 32], at(2), STALE_AFTER)
+            .await,
+        "begin",
+    );
+    assert_eq!(replay, IdempotencyStart::Replay(response));
+    let in_flight = ok(
+        store
+            .idempotency_begin(&pending, &[2; 32], at(2), STALE_AFTER)
+            .await,
+        "begin",
+    );
+    assert_eq!(in_flight, IdempotencyStart::InFlight);
+    let again = fixtures::tenant("another-root");
+    assert!(!ok(
+        store
+            .bootstrap(&again, &fixtures::system_key(again.id))
+            .await,
+        "bootstrap"
+    ));
+    // Writes still work after the reopen.
+    let next = step(
+        &active,
+        Phase::Active,
+        Phase::Suspended,
+        lease.token,
+        "mover",
+        at(6),
+    );
+    assert_eq!(ok(store.transition(&next).await, "transition").version, 3);
+}

@@ -1,0 +1,82 @@
+//! Runs every conformance check against every backend, each on a fresh store.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cordon_store::Store;
+use cordon_test_support::{TestBackend, conformance, test_store};
+
+async fn run<F, Fut>(backend: TestBackend, check: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let test = test_store(backend).await;
+    check(Arc::clone(&test.store)).await;
+}
+
+/// One test per check and backend, named `<backend>::<check>`.
+macro_rules! conformance_tests {
+    ($($check:ident),+ $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    run(TestBackend::Sqlite, conformance::$check).await;
+                }
+            )+
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn durable_across_reopen() {
+                conformance::durable_across_reopen(test_store(TestBackend::Sqlite).await).await;
+            }
+        }
+
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    run(TestBackend::Postgres, conformance::$check).await;
+                }
+            )+
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn durable_across_reopen() {
+                conformance::durable_across_reopen(test_store(TestBackend::Postgres).await).await;
+            }
+        }
+    };
+}
+
+conformance_tests![
+    ping,
+    bootstrap_happens_once,
+    bootstrap_refused_after_create_tenant,
+    concurrent_bootstraps_create_one_tenant,
+    tenants_create_get_list,
+    tenant_name_conflict,
+    keys_create_get_list,
+    key_creation_refusals,
+    revoke_key_keeps_first_time,
+    sessions_create_get,
+    session_creation_refusals,
+    sessions_list_filters,
+    sessions_list_pagination,
+    count_sessions_by_phase,
+    lease_acquire_renew_held,
+    lease_takeover_after_expiry,
+    lease_release,
+    lease_not_found,
+    transition_appends_event,
+    transition_wrong_phase_writes_nothing,
+    transition_stale_fence_writes_nothing,
+    fenced_writer_refused_after_takeover,
+    concurrent_fenced_writers,
+    list_events_pagination,
+    idempotency_lifecycle,
+    idempotency_abandon_allows_retry,
+    idempotency_stale_claim_taken_over,
+    concurrent_idempotency_begins,
+];
