@@ -245,7 +245,9 @@ impl SqliteStore {
                 let _ = reply.send(commit.and(outcome));
             })
         });
-        let stopped = || StoreError::Unavailable("the sqlite writer has stopped".into());
+        let stopped = || {
+            StoreError::Unavailable("the sqlite writer dropped the request (see the server log)".into())
+        };
         self.inner.writer.send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cordon_core::{
-    ApiKey, KeyId, Lease, Phase, Role, Session, SessionEvent, SessionFilter, SessionId, Tenant,
-    TenantId, Timestamp,
+    ApiKey, KeyId, Lease, NewSession, Phase, Role, Session, SessionEvent, SessionFilter, SessionId,
+    Tenant, TenantId, Timestamp,
 };
 use cordon_store::{
-    IdempotencyStart, LeaseOutcome, RecordedResponse, Store, StoreError, Transition,
+    IdempotencyScope, IdempotencyStart, LeaseOutcome, RecordedResponse, Store, StoreError,
+    Transition,
 };
 use tokio::task::JoinSet;
 
@@ -506,7 +507,7 @@ pub async fn sessions_create_get(store: Arc<dyn Store>) {
     );
 
     let empty_labels = fixtures::new_session(a.id, owner.id);
-    let empty_labels = cordon_core::NewSession {
+    let empty_labels = NewSession {
         labels: Default::default(),
         ..empty_labels
     };
@@ -532,7 +533,7 @@ pub async fn session_creation_refusals(store: Arc<dyn Store>) {
 
     let (tenant, owner) = tenant_with_key(&*store, "a").await;
     let first = session(&*store, tenant.id, owner.id).await;
-    let again = cordon_core::NewSession {
+    let again = NewSession {
         id: first.id,
         environment: "prod".to_owned(),
         ..fixtures::new_session(tenant.id, owner.id)
@@ -563,7 +564,7 @@ pub async fn sessions_list_filters(store: Arc<dyn Store>) {
         } else {
             second_owner.id
         };
-        let new = cordon_core::NewSession {
+        let new = NewSession {
             workload_class: ["batch", "interactive", "batch"][index % 3].to_owned(),
             environment: ["dev", "prod", "dev", "staging"][index % 4].to_owned(),
             ..fixtures::new_session(a.id, owner)
@@ -1424,7 +1425,7 @@ pub async fn idempotency_lifecycle(store: Arc<dyn Store>) {
     let (b, b_caller) = tenant_with_key(&*store, "b").await;
     let scope = fixtures::scope(a.id, caller.id, "req-1");
     let (request, other_request) = ([1u8; 32], [2u8; 32]);
-    let begin = |scope: cordon_store::IdempotencyScope, fingerprint: [u8; 32], now: Timestamp| {
+    let begin = |scope: IdempotencyScope, fingerprint: [u8; 32], now: Timestamp| {
         let store = Arc::clone(&store);
         async move {
             ok(
