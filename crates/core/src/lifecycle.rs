@@ -61,7 +61,7 @@ impl Phase {
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -115,7 +115,7 @@ impl SessionAction {
 
 impl fmt::Display for SessionAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -152,35 +152,35 @@ mod tests {
                     Ok(to) => to.as_str().to_owned(),
                     Err(_) => "-".to_owned(),
                 };
-                table.push_str(&format!("{from:>12} {action:>10} -> {outcome}\n"));
+                table.push_str(&format!("{from:<12} {action:<10} -> {outcome}\n"));
             }
         }
         let expected = "\
-     created   activate -> active
-     created checkpoint -> -
-     created    suspend -> -
-     created     resume -> -
-     created      close -> closed
-      active   activate -> -
-      active checkpoint -> checkpointed
-      active    suspend -> suspended
-      active     resume -> -
-      active      close -> closed
-checkpointed   activate -> -
+created      activate   -> active
+created      checkpoint -> -
+created      suspend    -> -
+created      resume     -> -
+created      close      -> closed
+active       activate   -> -
+active       checkpoint -> checkpointed
+active       suspend    -> suspended
+active       resume     -> -
+active       close      -> closed
+checkpointed activate   -> -
 checkpointed checkpoint -> -
-checkpointed    suspend -> suspended
-checkpointed     resume -> active
-checkpointed      close -> closed
-   suspended   activate -> -
-   suspended checkpoint -> -
-   suspended    suspend -> -
-   suspended     resume -> active
-   suspended      close -> closed
-      closed   activate -> -
-      closed checkpoint -> -
-      closed    suspend -> -
-      closed     resume -> -
-      closed      close -> -
+checkpointed suspend    -> suspended
+checkpointed resume     -> active
+checkpointed close      -> closed
+suspended    activate   -> -
+suspended    checkpoint -> -
+suspended    suspend    -> -
+suspended    resume     -> active
+suspended    close      -> closed
+closed       activate   -> -
+closed       checkpoint -> -
+closed       suspend    -> -
+closed       resume     -> -
+closed       close      -> -
 ";
         assert_eq!(table, expected);
     }
