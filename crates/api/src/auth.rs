@@ -4,6 +4,10 @@
 //! Tokens are `cordon_` followed by 64 hex digits (256 random bits). Only their SHA-256
 //! is stored; a token is shown once, when its key is created, and never logged.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -102,8 +106,16 @@ pub(crate) async fn authenticate(
         .map(str::trim)
         .filter(|token| !token.is_empty())
         .ok_or_else(invalid)?;
-    let key = state.store().get_key_by_digest(&token_digest(token)).await?;
-    let key = key.filter(|key| key.revoked_at.is_none()).ok_or_else(invalid)?;
+    let digest = token_digest(token);
+    let key = match state.key_cache().get(&digest) {
+        Some(key) => key,
+        None => {
+            let key = state.store().get_key_by_digest(&digest).await?;
+            let key = key.filter(|key| key.revoked_at.is_none()).ok_or_else(invalid)?;
+            state.key_cache().insert(digest, key.clone());
+            key
+        }
+    };
     tracing::Span::current().record("principal", tracing::field::display(key.id));
     request.extensions_mut().insert(Caller { key });
     Ok(next.run(request).await)
@@ -133,6 +145,48 @@ pub(crate) fn authorize(
         format!("`{}` is denied by policy {}", action.as_str(), decision.policies.join(", "))
     };
     Err(ApiError::new(ReasonCode::AuthzDenied, message))
+}
+
+/// Recently authenticated keys by token digest, so that a busy client does not cost a
+/// store read per request. An entry lives `ttl` at most; a revocation on this node
+/// evicts at once, one on another node takes effect here within `ttl`.
+#[derive(Debug)]
+pub(crate) struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], (ApiKey, Instant)>>,
+}
+
+/// Past this many entries the cache starts over rather than grow.
+const KEY_CACHE_CAPACITY: usize = 10_000;
+
+impl KeyCache {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, digest: &[u8; 32]) -> Option<ApiKey> {
+        let entries = self.entries.lock().ok()?;
+        let (key, cached_at) = entries.get(digest)?;
+        (cached_at.elapsed() < self.ttl).then(|| key.clone())
+    }
+
+    fn insert(&self, digest: [u8; 32], key: ApiKey) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= KEY_CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(digest, (key, Instant::now()));
+        }
+    }
+
+    pub(crate) fn evict(&self, key_id: KeyId) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, (key, _)| key.id != key_id);
+        }
+    }
 }
 
 /// What happened at start-up.

@@ -31,11 +31,18 @@ pub struct ApiOptions {
     pub max_body_bytes: usize,
     /// A pending idempotency claim older than this is considered abandoned.
     pub idempotency_stale_after: Duration,
+    /// How long an authenticated key is trusted without asking the store again; bounds
+    /// how late a revocation made on another node takes effect here.
+    pub key_cache_ttl: Duration,
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 1 << 20, idempotency_stale_after: Duration::from_secs(60) }
+        Self {
+            max_body_bytes: 1 << 20,
+            idempotency_stale_after: Duration::from_secs(60),
+            key_cache_ttl: Duration::from_secs(2),
+        }
     }
 }
 
@@ -50,13 +57,20 @@ struct StateInner {
     control: Control,
     policy: Arc<PolicyEngine>,
     options: ApiOptions,
+    key_cache: auth::KeyCache,
     openapi_json: OnceLock<String>,
 }
 
 impl AppState {
     pub fn new(control: Control, policy: Arc<PolicyEngine>, options: ApiOptions) -> Self {
         Self {
-            inner: Arc::new(StateInner { control, policy, options, openapi_json: OnceLock::new() }),
+            inner: Arc::new(StateInner {
+                control,
+                policy,
+                key_cache: auth::KeyCache::new(options.key_cache_ttl),
+                options,
+                openapi_json: OnceLock::new(),
+            }),
         }
     }
 
@@ -70,6 +84,10 @@ impl AppState {
 
     pub(crate) fn policy(&self) -> &PolicyEngine {
         &self.inner.policy
+    }
+
+    pub(crate) fn key_cache(&self) -> &auth::KeyCache {
+        &self.inner.key_cache
     }
 
     pub(crate) fn options(&self) -> &ApiOptions {

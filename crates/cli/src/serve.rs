@@ -60,6 +60,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     pub control: Control,
+    /// The concrete embedded store, when that is the backend (for the benchmark).
+    pub sqlite: Option<SqliteStore>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     _lock: std::fs::File,
@@ -132,18 +134,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let lock = lock_data_dir(&config.data_dir)?;
-    let store: Arc<dyn Store> = match &config.database_url {
+    let (store, sqlite): (Arc<dyn Store>, _) = match &config.database_url {
         Some(url) => {
             let store = PostgresStore::connect(PostgresOptions::new(url.clone()))
                 .await
                 .context("cannot open the PostgreSQL store")?;
-            Arc::new(store)
+            (Arc::new(store), None)
         }
         None => {
             let path = config.data_dir.join("cordon.db");
             let store = SqliteStore::open(SqliteOptions::new(&path))
                 .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
-            Arc::new(store)
+            (Arc::new(store.clone()), Some(store))
         }
     };
     tracing::info!(backend = store.backend().as_str(), "store open");
@@ -170,7 +172,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
     });
     tracing::info!(%node_id, "listening on http://{addr}");
-    Ok(RunningServer { addr, store, control, shutdown, task, _lock: lock })
+    Ok(RunningServer { addr, store, control, sqlite, shutdown, task, _lock: lock })
 }
 
 /// One server per data dir: a second one would share the node id and its leases.

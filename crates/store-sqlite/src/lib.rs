@@ -10,4 +10,4 @@
 mod rows;
 mod store;
 
-pub use store::{SqliteOptions, SqliteStore};
+pub use store::{SqliteOptions, SqliteStore, WriteStats};

@@ -1,6 +1,7 @@
 //! `SqliteStore`: the single writer thread, the reader pool and the `Store` methods.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,7 @@ struct Inner {
     writer: mpsc::Sender<Job>,
     idle_readers: Mutex<Vec<Connection>>,
     read_slots: Arc<Semaphore>,
+    counters: Arc<WriterCounters>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -149,7 +151,28 @@ fn migrate(connection: &Connection) -> Result<()> {
     Ok(())
 }
 
-fn writer_loop(connection: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+/// Counters of the writer thread: how well group commit is batching.
+#[derive(Debug, Default)]
+struct WriterCounters {
+    commits: AtomicU64,
+    jobs: AtomicU64,
+}
+
+/// A snapshot of the writer's counters since the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed (each one fsync).
+    pub commits: u64,
+    /// Write jobs run inside them.
+    pub jobs: u64,
+}
+
+fn writer_loop(
+    connection: Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    max_batch: usize,
+    counters: Arc<WriterCounters>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -159,6 +182,8 @@ fn writer_loop(connection: Connection, mut jobs: mpsc::Receiver<Job>, max_batch:
                 Err(_) => break,
             }
         }
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let finishers: Vec<Finish>;
         let commit = match connection.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
@@ -216,9 +241,11 @@ impl SqliteStore {
         migrate(&writer)?;
         let (sender, receiver) = mpsc::channel::<Job>(options.max_batch.max(1) * 16);
         let max_batch = options.max_batch.max(1);
+        let counters = Arc::new(WriterCounters::default());
+        let writer_counters = Arc::clone(&counters);
         std::thread::Builder::new()
             .name("cordon-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, receiver, max_batch))
+            .spawn(move || writer_loop(writer, receiver, max_batch, writer_counters))
             .map_err(|error| StoreError::Backend(format!("cannot start writer: {error}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -226,12 +253,21 @@ impl SqliteStore {
                 writer: sender,
                 idle_readers: Mutex::new(Vec::new()),
                 read_slots: Arc::new(Semaphore::new(options.readers.max(1))),
+                counters,
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How many transactions the writer committed and how many jobs they carried.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            commits: self.inner.counters.commits.load(Ordering::Relaxed),
+            jobs: self.inner.counters.jobs.load(Ordering::Relaxed),
+        }
     }
 
     async fn write<T: Send + 'static>(

@@ -110,6 +110,7 @@ pub(crate) async fn revoke_key(
     let resource = Resource::Key { id: key.id, tenant_id: key.tenant_id, role: key.role, system: key.system };
     authorize(&state, &caller, Action::KeyRevoke, resource)?;
     let revoked = state.store().revoke_key(tenant_id, id, Timestamp::now()).await?;
+    state.key_cache().evict(id);
     tracing::info!(key = %id, tenant = %tenant_id, "key revoked");
     Ok(axum::Json(key_body(revoked)))
 }
