@@ -116,8 +116,8 @@ fn print_header(args: &SessionsArgs) {
     println!("sqlite: WAL, synchronous=FULL (fsync per commit), group commit of up to 256 writes");
     println!();
     println!(
-        "{:<9} {:<16} {:>10} {:<12} {:>8} {:>8} {:>9} {:>7}  {}",
-        "backend", "phase", "rate", "unit", "p50 ms", "p99 ms", "requests", "errors", "notes"
+        "{:<9} {:<16} {:>10} {:<12} {:>8} {:>8} {:>9} {:>7}  notes",
+        "backend", "phase", "rate", "unit", "p50 ms", "p99 ms", "requests", "errors"
     );
 }
 

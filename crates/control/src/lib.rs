@@ -90,7 +90,13 @@ const LEASE_CACHE_SWEEP_AT: usize = 4096;
 
 impl Control {
     pub fn new(store: Arc<dyn Store>, options: ControlOptions) -> Self {
-        Self { inner: Arc::new(Inner { store, options, leases: Mutex::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                options,
+                leases: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -153,11 +159,18 @@ impl Control {
                         .await?
                         .ok_or(ControlError::NotFound)?;
                 }
-                Err(StoreError::LeaseFenced { presented, current: newer }) => {
+                Err(StoreError::LeaseFenced {
+                    presented,
+                    current: newer,
+                }) => {
                     // Another node took the session over: our cached lease is dead.
                     tracing::warn!(session = %current.id, presented, newer, "write fenced off");
                     self.forget_lease(current.id);
-                    return Err(StoreError::LeaseFenced { presented, current: newer }.into());
+                    return Err(StoreError::LeaseFenced {
+                        presented,
+                        current: newer,
+                    }
+                    .into());
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -194,7 +207,11 @@ impl Control {
     }
 
     fn cached_lease(&self, session_id: SessionId) -> Option<Lease> {
-        self.inner.leases.lock().ok().and_then(|leases| leases.get(&session_id).cloned())
+        self.inner
+            .leases
+            .lock()
+            .ok()
+            .and_then(|leases| leases.get(&session_id).cloned())
     }
 
     fn remember_lease(&self, lease: Lease) {
@@ -215,6 +232,10 @@ impl Control {
 
     /// How many leases this node has cached (for metrics and the memory benchmark).
     pub fn cached_leases(&self) -> usize {
-        self.inner.leases.lock().map(|leases| leases.len()).unwrap_or(0)
+        self.inner
+            .leases
+            .lock()
+            .map(|leases| leases.len())
+            .unwrap_or(0)
     }
 }

@@ -42,7 +42,10 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.to_offset_date_time().and_then(|t| t.format(&Rfc3339).ok()) {
+        match self
+            .to_offset_date_time()
+            .and_then(|t| t.format(&Rfc3339).ok())
+        {
             Some(text) => f.write_str(&text),
             None => write!(f, "@{}us", self.0),
         }

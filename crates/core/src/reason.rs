@@ -117,7 +117,11 @@ pub fn render_markdown() -> String {
          | code | meaning |\n|---|---|\n",
     );
     for code in ReasonCode::ALL {
-        let meaning = code.description().split_whitespace().collect::<Vec<_>>().join(" ");
+        let meaning = code
+            .description()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         page.push_str(&format!("| `{code}` | {meaning} |\n"));
     }
     page
@@ -133,7 +137,10 @@ mod tests {
         for &code in ReasonCode::ALL {
             let text = code.as_str();
             assert!(seen.insert(text), "duplicate {text}");
-            assert!(text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{text}");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{text}"
+            );
             assert_eq!(ReasonCode::from_code(text), Some(code));
             assert!(!code.description().is_empty(), "{text} has no description");
         }

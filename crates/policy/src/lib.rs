@@ -88,7 +88,12 @@ pub enum Resource<'a> {
     /// The deployment as a whole (tenant management).
     Deployment,
     Tenant(TenantId),
-    Key { id: KeyId, tenant_id: TenantId, role: Role, system: bool },
+    Key {
+        id: KeyId,
+        tenant_id: TenantId,
+        role: Role,
+        system: bool,
+    },
     Session {
         id: SessionId,
         tenant_id: TenantId,
@@ -121,7 +126,10 @@ pub struct PolicyEngine {
 fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
     let type_name = EntityTypeName::from_str(type_name)
         .map_err(|error| PolicyError::Request(error.to_string()))?;
-    Ok(EntityUid::from_type_name_and_id(type_name, EntityId::new(id)))
+    Ok(EntityUid::from_type_name_and_id(
+        type_name,
+        EntityId::new(id),
+    ))
 }
 
 fn entity(
@@ -129,8 +137,10 @@ fn entity(
     attributes: Vec<(&str, RestrictedExpression)>,
     parents: Vec<EntityUid>,
 ) -> Result<Entity, PolicyError> {
-    let attributes: HashMap<String, RestrictedExpression> =
-        attributes.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+    let attributes: HashMap<String, RestrictedExpression> = attributes
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
     Entity::new(uid, attributes, parents.into_iter().collect::<HashSet<_>>())
         .map_err(|error| PolicyError::Request(error.to_string()))
 }
@@ -144,8 +154,14 @@ fn key_entity(
     entity(
         uid("Cordon::Key", &id.to_string())?,
         vec![
-            ("role", RestrictedExpression::new_string(role.as_str().to_owned())),
-            ("tenant", RestrictedExpression::new_entity_uid(tenant.clone())),
+            (
+                "role",
+                RestrictedExpression::new_string(role.as_str().to_owned()),
+            ),
+            (
+                "tenant",
+                RestrictedExpression::new_entity_uid(tenant.clone()),
+            ),
             ("system", RestrictedExpression::new_bool(system)),
         ],
         vec![tenant.clone()],
@@ -170,17 +186,26 @@ impl PolicyEngine {
                 .annotation("id")
                 .ok_or_else(|| PolicyError::MissingId(policy.id().to_string()))?;
             let renamed = policy.new_id(PolicyId::new(id));
-            policies.add(renamed).map_err(|error| PolicyError::Parse(error.to_string()))?;
+            policies
+                .add(renamed)
+                .map_err(|error| PolicyError::Parse(error.to_string()))?;
         }
         let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
         if !validation.validation_passed() {
-            let problems: Vec<String> =
-                validation.validation_errors().map(|error| error.to_string()).collect();
+            let problems: Vec<String> = validation
+                .validation_errors()
+                .map(|error| error.to_string())
+                .collect();
             return Err(PolicyError::Validation(problems.join("; ")));
         }
         let digest = Sha256::digest(text.as_bytes());
         let version = format!("sha256:{}", hex::encode(&digest[..8]));
-        Ok(Self { policies, schema, authorizer: Authorizer::new(), version })
+        Ok(Self {
+            policies,
+            schema,
+            authorizer: Authorizer::new(),
+            version,
+        })
     }
 
     /// Identifies the policy text: recorded on each session as its policy version.
@@ -196,15 +221,24 @@ impl PolicyEngine {
         resource: &Resource<'_>,
     ) -> Result<Decision, PolicyError> {
         let principal_tenant = uid("Cordon::Tenant", &principal.tenant_id.to_string())?;
-        let principal_entity =
-            key_entity(principal.key_id, &principal_tenant, principal.role, principal.system)?;
+        let principal_entity = key_entity(
+            principal.key_id,
+            &principal_tenant,
+            principal.role,
+            principal.system,
+        )?;
         let principal_uid = principal_entity.uid();
         let mut entities = vec![principal_entity, entity(principal_tenant, vec![], vec![])?];
 
         let resource_uid = match *resource {
             Resource::Deployment => uid("Cordon::Deployment", "cordon")?,
             Resource::Tenant(id) => uid("Cordon::Tenant", &id.to_string())?,
-            Resource::Key { id, tenant_id, role, system } => {
+            Resource::Key {
+                id,
+                tenant_id,
+                role,
+                system,
+            } => {
                 let tenant = uid("Cordon::Tenant", &tenant_id.to_string())?;
                 let key = key_entity(id, &tenant, role, system)?;
                 let key_uid = key.uid();
@@ -212,16 +246,31 @@ impl PolicyEngine {
                 entities.push(entity(tenant, vec![], vec![])?);
                 key_uid
             }
-            Resource::Session { id, tenant_id, owner, workload_class, environment } => {
+            Resource::Session {
+                id,
+                tenant_id,
+                owner,
+                workload_class,
+                environment,
+            } => {
                 let tenant = uid("Cordon::Tenant", &tenant_id.to_string())?;
                 let owner = uid("Cordon::Key", &owner.to_string())?;
                 let session = entity(
                     uid("Cordon::Session", &id.to_string())?,
                     vec![
-                        ("tenant", RestrictedExpression::new_entity_uid(tenant.clone())),
+                        (
+                            "tenant",
+                            RestrictedExpression::new_entity_uid(tenant.clone()),
+                        ),
                         ("owner", RestrictedExpression::new_entity_uid(owner)),
-                        ("workload_class", RestrictedExpression::new_string(workload_class.into())),
-                        ("environment", RestrictedExpression::new_string(environment.into())),
+                        (
+                            "workload_class",
+                            RestrictedExpression::new_string(workload_class.into()),
+                        ),
+                        (
+                            "environment",
+                            RestrictedExpression::new_string(environment.into()),
+                        ),
                     ],
                     vec![tenant.clone()],
                 )?;
@@ -248,11 +297,20 @@ impl PolicyEngine {
             Some(&self.schema),
         )
         .map_err(|error| PolicyError::Request(error.to_string()))?;
-        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
-        let mut policies: Vec<String> =
-            response.diagnostics().reason().map(|id| id.to_string()).collect();
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
         policies.sort();
-        let errors = response.diagnostics().errors().map(|error| error.to_string()).collect();
+        let errors = response
+            .diagnostics()
+            .errors()
+            .map(|error| error.to_string())
+            .collect();
         Ok(Decision {
             allowed: response.decision() == cedar_policy::Decision::Allow,
             policies,

@@ -4,14 +4,23 @@ use cordon_core::{KeyId, Role, SessionAction, SessionId, TenantId};
 use cordon_policy::{Action, PolicyEngine, Principal, Resource};
 
 fn principal(tenant_id: TenantId, role: Role) -> Principal {
-    Principal { key_id: KeyId::generate(), tenant_id, role, system: false }
+    Principal {
+        key_id: KeyId::generate(),
+        tenant_id,
+        role,
+        system: false,
+    }
 }
 
 /// Renders one decision as `allow` or `deny [policy, ...]`.
 fn check(engine: &PolicyEngine, who: &Principal, action: Action, resource: Resource<'_>) -> String {
     let decision = engine.authorize(who, action, &resource).unwrap();
     assert!(decision.errors.is_empty(), "{:?}", decision.errors);
-    if decision.allowed { "allow".into() } else { format!("deny {:?}", decision.policies) }
+    if decision.allowed {
+        "allow".into()
+    } else {
+        format!("deny {:?}", decision.policies)
+    }
 }
 
 #[test]
@@ -23,7 +32,10 @@ fn default_policies_decide_each_role() {
     let operator = principal(tenant, Role::Operator);
     let agent = principal(tenant, Role::Agent);
     let auditor = principal(tenant, Role::Auditor);
-    let system = Principal { system: true, ..principal(tenant, Role::Admin) };
+    let system = Principal {
+        system: true,
+        ..principal(tenant, Role::Admin)
+    };
     let session_of = |owner: KeyId| Resource::Session {
         id: SessionId::generate(),
         tenant_id: tenant,
@@ -32,34 +44,156 @@ fn default_policies_decide_each_role() {
         environment: "dev",
     };
     let someone_else = KeyId::generate();
-    let a_key = Resource::Key { id: someone_else, tenant_id: tenant, role: Role::Agent, system: false };
+    let a_key = Resource::Key {
+        id: someone_else,
+        tenant_id: tenant,
+        role: Role::Agent,
+        system: false,
+    };
     let activate = Action::Session(SessionAction::Activate);
 
     let mut table = Vec::new();
     let mut row = |label: &str, outcome: String| table.push(format!("{label:<44} {outcome}"));
-    row("system tenant.create", check(&engine, &system, Action::TenantCreate, Resource::Deployment));
-    row("system key.create other tenant", check(&engine, &system, Action::KeyCreate, Resource::Tenant(other_tenant)));
-    row("admin tenant.create", check(&engine, &admin, Action::TenantCreate, Resource::Deployment));
-    row("admin key.create own tenant", check(&engine, &admin, Action::KeyCreate, Resource::Tenant(tenant)));
-    row("admin key.create other tenant", check(&engine, &admin, Action::KeyCreate, Resource::Tenant(other_tenant)));
-    row("admin activate any session", check(&engine, &admin, activate, session_of(someone_else)));
-    row("operator activate any session", check(&engine, &operator, activate, session_of(someone_else)));
-    row("operator key.create", check(&engine, &operator, Action::KeyCreate, Resource::Tenant(tenant)));
-    row("operator key.list", check(&engine, &operator, Action::KeyList, Resource::Tenant(tenant)));
-    row("agent session.create", check(&engine, &agent, Action::SessionCreate, Resource::Tenant(tenant)));
-    row("agent activate own session", check(&engine, &agent, activate, session_of(agent.key_id)));
-    row("agent activate other's session", check(&engine, &agent, activate, session_of(someone_else)));
-    row("agent read other's session", check(&engine, &agent, Action::SessionRead, session_of(someone_else)));
-    row("agent key.list", check(&engine, &agent, Action::KeyList, Resource::Tenant(tenant)));
-    row("agent key.revoke", check(&engine, &agent, Action::KeyRevoke, a_key));
-    row("auditor read session", check(&engine, &auditor, Action::SessionRead, session_of(someone_else)));
-    row("auditor session events", check(&engine, &auditor, Action::SessionEvents, session_of(someone_else)));
-    row("auditor key.list", check(&engine, &auditor, Action::KeyList, Resource::Tenant(tenant)));
-    row("auditor activate", check(&engine, &auditor, activate, session_of(someone_else)));
-    row("auditor session.create", check(&engine, &auditor, Action::SessionCreate, Resource::Tenant(tenant)));
-    row("operator read other tenant's session", check(&engine, &operator, Action::SessionRead, Resource::Session {
-        id: SessionId::generate(), tenant_id: other_tenant, owner: someone_else, workload_class: "x", environment: "y",
-    }));
+    row(
+        "system tenant.create",
+        check(&engine, &system, Action::TenantCreate, Resource::Deployment),
+    );
+    row(
+        "system key.create other tenant",
+        check(
+            &engine,
+            &system,
+            Action::KeyCreate,
+            Resource::Tenant(other_tenant),
+        ),
+    );
+    row(
+        "admin tenant.create",
+        check(&engine, &admin, Action::TenantCreate, Resource::Deployment),
+    );
+    row(
+        "admin key.create own tenant",
+        check(&engine, &admin, Action::KeyCreate, Resource::Tenant(tenant)),
+    );
+    row(
+        "admin key.create other tenant",
+        check(
+            &engine,
+            &admin,
+            Action::KeyCreate,
+            Resource::Tenant(other_tenant),
+        ),
+    );
+    row(
+        "admin activate any session",
+        check(&engine, &admin, activate, session_of(someone_else)),
+    );
+    row(
+        "operator activate any session",
+        check(&engine, &operator, activate, session_of(someone_else)),
+    );
+    row(
+        "operator key.create",
+        check(
+            &engine,
+            &operator,
+            Action::KeyCreate,
+            Resource::Tenant(tenant),
+        ),
+    );
+    row(
+        "operator key.list",
+        check(
+            &engine,
+            &operator,
+            Action::KeyList,
+            Resource::Tenant(tenant),
+        ),
+    );
+    row(
+        "agent session.create",
+        check(
+            &engine,
+            &agent,
+            Action::SessionCreate,
+            Resource::Tenant(tenant),
+        ),
+    );
+    row(
+        "agent activate own session",
+        check(&engine, &agent, activate, session_of(agent.key_id)),
+    );
+    row(
+        "agent activate other's session",
+        check(&engine, &agent, activate, session_of(someone_else)),
+    );
+    row(
+        "agent read other's session",
+        check(
+            &engine,
+            &agent,
+            Action::SessionRead,
+            session_of(someone_else),
+        ),
+    );
+    row(
+        "agent key.list",
+        check(&engine, &agent, Action::KeyList, Resource::Tenant(tenant)),
+    );
+    row(
+        "agent key.revoke",
+        check(&engine, &agent, Action::KeyRevoke, a_key),
+    );
+    row(
+        "auditor read session",
+        check(
+            &engine,
+            &auditor,
+            Action::SessionRead,
+            session_of(someone_else),
+        ),
+    );
+    row(
+        "auditor session events",
+        check(
+            &engine,
+            &auditor,
+            Action::SessionEvents,
+            session_of(someone_else),
+        ),
+    );
+    row(
+        "auditor key.list",
+        check(&engine, &auditor, Action::KeyList, Resource::Tenant(tenant)),
+    );
+    row(
+        "auditor activate",
+        check(&engine, &auditor, activate, session_of(someone_else)),
+    );
+    row(
+        "auditor session.create",
+        check(
+            &engine,
+            &auditor,
+            Action::SessionCreate,
+            Resource::Tenant(tenant),
+        ),
+    );
+    row(
+        "operator read other tenant's session",
+        check(
+            &engine,
+            &operator,
+            Action::SessionRead,
+            Resource::Session {
+                id: SessionId::generate(),
+                tenant_id: other_tenant,
+                owner: someone_else,
+                workload_class: "x",
+                environment: "y",
+            },
+        ),
+    );
     let expected = r#"system tenant.create                         allow
 system key.create other tenant               allow
 admin tenant.create                          deny ["only-system-manages-tenants", "tenant-isolation"]
@@ -89,14 +223,21 @@ fn policy_version_identifies_the_text() {
     let engine = PolicyEngine::with_default_policies().unwrap();
     assert!(engine.version().starts_with("sha256:"));
     let edited = format!("{}\n// edited\n", cordon_policy::DEFAULT_POLICIES);
-    assert_ne!(PolicyEngine::from_text(&edited).unwrap().version(), engine.version());
+    assert_ne!(
+        PolicyEngine::from_text(&edited).unwrap().version(),
+        engine.version()
+    );
 }
 
 #[test]
 fn policies_without_ids_or_off_schema_are_refused() {
     let no_id = "permit (principal, action, resource);";
-    assert!(matches!(PolicyEngine::from_text(no_id), Err(cordon_policy::PolicyError::MissingId(_))));
-    let off_schema = r#"@id("x") permit (principal, action, resource) when { principal.nickname == "x" };"#;
+    assert!(matches!(
+        PolicyEngine::from_text(no_id),
+        Err(cordon_policy::PolicyError::MissingId(_))
+    ));
+    let off_schema =
+        r#"@id("x") permit (principal, action, resource) when { principal.nickname == "x" };"#;
     assert!(matches!(
         PolicyEngine::from_text(off_schema),
         Err(cordon_policy::PolicyError::Validation(_))

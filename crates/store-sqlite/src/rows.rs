@@ -1,8 +1,6 @@
 //! Conversions between rows and domain records.
 
-use cordon_core::{
-    ApiKey, Labels, Phase, Role, Session, SessionEvent, Tenant, Timestamp,
-};
+use cordon_core::{ApiKey, Labels, Phase, Role, Session, SessionEvent, Tenant, Timestamp};
 use cordon_store::{Result, StoreError};
 use rusqlite::Row;
 
@@ -21,7 +19,10 @@ pub(crate) const TENANT_COLUMNS: &str = "id, name, created_at";
 
 pub(crate) fn tenant(row: &Row<'_>) -> Result<Tenant> {
     Ok(Tenant {
-        id: parse("tenant id", &row.get::<_, String>(0).map_err(crate::store::sql)?)?,
+        id: parse(
+            "tenant id",
+            &row.get::<_, String>(0).map_err(crate::store::sql)?,
+        )?,
         name: row.get(1).map_err(crate::store::sql)?,
         created_at: Timestamp::from_unix_micros(row.get(2).map_err(crate::store::sql)?),
     })
@@ -45,7 +46,10 @@ pub(crate) fn key(row: &Row<'_>) -> Result<ApiKey> {
             .map_err(|_| corrupt("token digest", "not 32 bytes"))?,
         created_by: created_by.map(|id| parse("key id", &id)).transpose()?,
         created_at: Timestamp::from_unix_micros(row.get(7).map_err(sql)?),
-        revoked_at: row.get::<_, Option<i64>>(8).map_err(sql)?.map(Timestamp::from_unix_micros),
+        revoked_at: row
+            .get::<_, Option<i64>>(8)
+            .map_err(sql)?
+            .map(Timestamp::from_unix_micros),
     })
 }
 
@@ -79,7 +83,9 @@ pub(crate) fn event(row: &Row<'_>) -> Result<SessionEvent> {
         session_id: parse("session id", &row.get::<_, String>(0).map_err(sql)?)?,
         seq: row.get(1).map_err(sql)?,
         actor: row.get(2).map_err(sql)?,
-        from: from.map(|phase| parse::<Phase>("phase", &phase)).transpose()?,
+        from: from
+            .map(|phase| parse::<Phase>("phase", &phase))
+            .transpose()?,
         to: parse::<Phase>("phase", &row.get::<_, String>(4).map_err(sql)?)?,
         reason: row.get(5).map_err(sql)?,
         at: Timestamp::from_unix_micros(row.get(6).map_err(sql)?),

@@ -40,7 +40,11 @@ pub struct SqliteOptions {
 
 impl SqliteOptions {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), max_batch: 256, readers: 4 }
+        Self {
+            path: path.into(),
+            max_batch: 256,
+            readers: 4,
+        }
     }
 }
 
@@ -65,7 +69,9 @@ struct Inner {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,8 +105,8 @@ fn is_foreign_key_violation(error: &rusqlite::Error) -> bool {
 }
 
 fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
-    let connection = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sql)?;
+    let connection =
+        Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(sql)?;
     // WAL lets readers run beside the writer; FULL makes every commit fsync the WAL, so
     // an acknowledged write survives power loss, not only a process crash.
     connection
@@ -123,8 +129,9 @@ fn migrate(connection: &Connection) -> Result<()> {
         )
         .map_err(sql)?;
     let applied = {
-        let mut statement =
-            connection.prepare("SELECT version, checksum FROM cordon_migrations").map_err(sql)?;
+        let mut statement = connection
+            .prepare("SELECT version, checksum FROM cordon_migrations")
+            .map_err(sql)?;
         statement
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(sql)?
@@ -134,7 +141,11 @@ fn migrate(connection: &Connection) -> Result<()> {
     let pending = migrations::pending(MIGRATIONS, &applied)
         .map_err(|error| StoreError::Backend(error.to_string()))?;
     for migration in pending {
-        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
         let script = format!(
             "BEGIN IMMEDIATE; {} ; INSERT INTO cordon_migrations VALUES ({}, '{}', {}, {}); COMMIT;",
             migration.sql,
@@ -183,7 +194,9 @@ fn writer_loop(
             }
         }
         counters.commits.fetch_add(1, Ordering::Relaxed);
-        counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters
+            .jobs
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let finishers: Vec<Finish>;
         let commit = match connection.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
@@ -282,7 +295,9 @@ impl SqliteStore {
             })
         });
         let stopped = || {
-            StoreError::Unavailable("the sqlite writer dropped the request (see the server log)".into())
+            StoreError::Unavailable(
+                "the sqlite writer dropped the request (see the server log)".into(),
+            )
         };
         self.inner.writer.send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -298,7 +313,11 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let idle = inner.idle_readers.lock().ok().and_then(|mut idle| idle.pop());
+            let idle = inner
+                .idle_readers
+                .lock()
+                .ok()
+                .and_then(|mut idle| idle.pop());
             let connection = match idle {
                 Some(connection) => connection,
                 None => open_connection(
@@ -396,7 +415,11 @@ fn insert_key(c: &Connection, key: &ApiKey) -> Result<()> {
 fn insert_tenant(c: &Connection, tenant: &Tenant) -> Result<()> {
     c.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")
         .and_then(|mut s| {
-            s.execute(params![tenant.id.to_string(), tenant.name, tenant.created_at.unix_micros()])
+            s.execute(params![
+                tenant.id.to_string(),
+                tenant.name,
+                tenant.created_at.unix_micros()
+            ])
         })
         .map(drop)
         .map_err(|error| {
@@ -439,7 +462,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql)).await?;
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
+            .await?;
         self.write(|_| Ok(())).await
     }
 
@@ -447,7 +471,9 @@ impl Store for SqliteStore {
         let (tenant, admin_key) = (tenant.clone(), admin_key.clone());
         self.write(move |c| {
             let any: bool = c
-                .query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |row| row.get(0))
+                .query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |row| {
+                    row.get(0)
+                })
                 .map_err(sql)?;
             if any {
                 return Ok(false);
@@ -520,7 +546,9 @@ impl Store for SqliteStore {
                  WHERE id = ?2 AND tenant_id = ?3 RETURNING {KEY_COLUMNS}"
             );
             let values = params![at.unix_micros(), id.to_string(), tenant_id.to_string()];
-            query_all(c, &query, values, rows::key)?.pop().ok_or(StoreError::NotFound)
+            query_all(c, &query, values, rows::key)?
+                .pop()
+                .ok_or(StoreError::NotFound)
         })
         .await
     }
@@ -571,7 +599,11 @@ impl Store for SqliteStore {
                 ])
             })
             .map_err(|error| {
-                if is_foreign_key_violation(&error) { StoreError::NotFound } else { sql(error) }
+                if is_foreign_key_violation(&error) {
+                    StoreError::NotFound
+                } else {
+                    sql(error)
+                }
             })?;
             insert_event(c, &event)?;
             Ok(session)
@@ -580,7 +612,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_session(&self, tenant_id: TenantId, id: SessionId) -> Result<Option<Session>> {
-        self.read(move |c| select_session(c, &tenant_id.to_string(), &id.to_string())).await
+        self.read(move |c| select_session(c, &tenant_id.to_string(), &id.to_string()))
+            .await
     }
 
     async fn list_sessions(
@@ -612,7 +645,8 @@ impl Store for SqliteStore {
         }
         query.push_str(" ORDER BY id LIMIT ?");
         values.push(Value::Integer(i64::from(limit)));
-        self.read(move |c| query_all(c, &query, params_from_iter(values), rows::session)).await
+        self.read(move |c| query_all(c, &query, params_from_iter(values), rows::session))
+            .await
     }
 
     async fn count_sessions_by_phase(&self) -> Result<Vec<(Phase, u64)>> {
@@ -625,7 +659,10 @@ impl Store for SqliteStore {
             while let Some(row) = found.next().map_err(sql)? {
                 let phase: String = row.get(0).map_err(sql)?;
                 let count: i64 = row.get(1).map_err(sql)?;
-                counts.push((rows::parse("phase", &phase)?, u64::try_from(count).unwrap_or(0)));
+                counts.push((
+                    rows::parse("phase", &phase)?,
+                    u64::try_from(count).unwrap_or(0),
+                ));
             }
             Ok(counts)
         })
@@ -659,7 +696,13 @@ impl Store for SqliteStore {
                 )
                 .and_then(|mut s| {
                     s.query_row(
-                        params![id, holder, expires_at.unix_micros(), tenant_id.to_string(), now.unix_micros()],
+                        params![
+                            id,
+                            holder,
+                            expires_at.unix_micros(),
+                            tenant_id.to_string(),
+                            now.unix_micros()
+                        ],
                         |row| lease_from_row(session_id, row),
                     )
                     .optional()
@@ -693,7 +736,13 @@ impl Store for SqliteStore {
                 "UPDATE session_leases SET expires_at = 0
                  WHERE session_id = ?1 AND holder = ?2 AND token = ?3",
             )
-            .and_then(|mut s| s.execute(params![lease.session_id.to_string(), lease.holder, lease.token]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    lease.session_id.to_string(),
+                    lease.holder,
+                    lease.token
+                ])
+            })
             .map(drop)
             .map_err(sql)
         })
@@ -749,7 +798,10 @@ impl Store for SqliteStore {
                     current: token.unwrap_or(0),
                 });
             }
-            Err(StoreError::PhaseChanged { expected: t.from, current: current.phase })
+            Err(StoreError::PhaseChanged {
+                expected: t.from,
+                current: current.phase,
+            })
         })
         .await
     }

@@ -44,7 +44,10 @@ pub fn pending<'a>(
     let newest_known = known.iter().map(|m| m.version).max().unwrap_or(0);
     let mut todo = Vec::new();
     for migration in known {
-        match applied.iter().find(|(version, _)| *version == migration.version) {
+        match applied
+            .iter()
+            .find(|(version, _)| *version == migration.version)
+        {
             Some((_, checksum)) if *checksum != migration.checksum() => {
                 return Err(MigrationError::ChecksumMismatch {
                     version: migration.version,
@@ -56,7 +59,10 @@ pub fn pending<'a>(
         }
     }
     if let Some((found, _)) = applied.iter().find(|(version, _)| *version > newest_known) {
-        return Err(MigrationError::DatabaseTooNew { found: *found, known: newest_known });
+        return Err(MigrationError::DatabaseTooNew {
+            found: *found,
+            known: newest_known,
+        });
     }
     Ok(todo)
 }
