@@ -1,7 +1,7 @@
 //! Test harness for Cordon: throwaway stores on every backend, the fixtures to fill
 //! them, and the store conformance suite both backends must pass.
 //!
-//! ```ignore
+//! ```text
 //! for backend in TestBackend::ALL {
 //!     let test = test_store(backend).await;
 //!     test.store.ping().await?;
