@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
@@ -34,7 +35,7 @@ pub enum PolicyError {
 }
 
 /// Who is asking: the authenticated API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Principal {
     pub key_id: KeyId,
     pub tenant_id: TenantId,
@@ -43,7 +44,7 @@ pub struct Principal {
 }
 
 /// What the principal wants to do. The names match the actions in the schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     TenantCreate,
     TenantList,
@@ -114,11 +115,23 @@ pub struct Decision {
     pub errors: Vec<String>,
 }
 
+/// A question whose answer depends only on these values: the resource is the deployment
+/// (`None`) or a tenant.
+type DecisionKey = (Principal, Action, Option<TenantId>);
+
+/// Past this many remembered decisions the cache starts over rather than grow.
+const DECISION_CACHE_CAPACITY: usize = 10_000;
+
 /// A validated policy set, ready to answer questions. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct PolicyEngine {
     policies: PolicySet,
-    schema: Schema,
+    /// The schema's action entities, carrying each action's groups (`read`, ...).
+    action_entities: Entities,
+    /// Decisions about the deployment or a tenant, by (principal, action, tenant). They
+    /// depend on nothing but these values and the immutable policy set, and the same
+    /// callers ask them over and over (every session create, every list).
+    decisions: Mutex<HashMap<DecisionKey, Decision>>,
     authorizer: Authorizer,
     version: String,
 }
@@ -200,9 +213,13 @@ impl PolicyEngine {
         }
         let digest = Sha256::digest(text.as_bytes());
         let version = format!("sha256:{}", hex::encode(&digest[..8]));
+        let action_entities = schema
+            .action_entities()
+            .map_err(|error| PolicyError::Schema(error.to_string()))?;
         Ok(Self {
             policies,
-            schema,
+            action_entities,
+            decisions: Mutex::new(HashMap::new()),
             authorizer: Authorizer::new(),
             version,
         })
@@ -215,6 +232,35 @@ impl PolicyEngine {
 
     /// Decides whether `principal` may take `action` on `resource`.
     pub fn authorize(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource<'_>,
+    ) -> Result<Decision, PolicyError> {
+        let cache_key = match *resource {
+            Resource::Deployment => Some((*principal, action, None)),
+            Resource::Tenant(id) => Some((*principal, action, Some(id))),
+            Resource::Key { .. } | Resource::Session { .. } => None,
+        };
+        if let Some(key) = &cache_key
+            && let Some(decision) = self.decisions.lock().ok().and_then(|d| d.get(key).cloned())
+        {
+            return Ok(decision);
+        }
+        let decision = self.evaluate(principal, action, resource)?;
+        if let Some(key) = cache_key
+            && decision.errors.is_empty()
+            && let Ok(mut decisions) = self.decisions.lock()
+        {
+            if decisions.len() >= DECISION_CACHE_CAPACITY {
+                decisions.clear();
+            }
+            decisions.insert(key, decision.clone());
+        }
+        Ok(decision)
+    }
+
+    fn evaluate(
         &self,
         principal: &Principal,
         action: Action,
@@ -287,14 +333,26 @@ impl PolicyEngine {
         let mut seen = HashSet::new();
         entities.retain(|e| seen.insert(e.uid()));
 
-        let entities = Entities::from_entities(entities, Some(&self.schema))
+        // The policies were validated against the schema at load, and the entities and
+        // request are built above from typed values in the schema's shape: validating
+        // them again per request would cost more than the evaluation itself.
+        let action_uid = uid("Cordon::Action", action.as_str())?;
+        let action_entity = self
+            .action_entities
+            .get(&action_uid)
+            .cloned()
+            .ok_or_else(|| {
+                PolicyError::Request(format!("action {} is not in the schema", action.as_str()))
+            })?;
+        entities.push(action_entity);
+        let entities = Entities::from_entities(entities, None)
             .map_err(|error| PolicyError::Request(error.to_string()))?;
         let request = Request::new(
             principal_uid,
-            uid("Cordon::Action", action.as_str())?,
+            action_uid,
             resource_uid,
             Context::empty(),
-            Some(&self.schema),
+            None,
         )
         .map_err(|error| PolicyError::Request(error.to_string()))?;
         let response = self

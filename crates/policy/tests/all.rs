@@ -1,5 +1,7 @@
 //! The default policies, role by role, through the public engine.
 
+#![allow(clippy::unwrap_used, reason = "tests")]
+
 use cordon_core::{KeyId, Role, SessionAction, SessionId, TenantId};
 use cordon_policy::{Action, PolicyEngine, Principal, Resource};
 
