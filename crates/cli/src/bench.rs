@@ -50,7 +50,11 @@ struct SessionsArgs {
     backend: BackendChoice,
     /// A PostgreSQL URL with the right to create databases; the benchmark creates a
     /// fresh database there and drops it afterwards.
-    #[arg(long, env = "CORDON_BENCH_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "CORDON_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     database_url: String,
     /// Idle sessions to store for the memory measurement (0 skips it).
     #[arg(long, default_value_t = 100_000)]
@@ -88,7 +92,12 @@ impl Samples {
             return f64::NAN;
         }
         self.latencies_us.sort_unstable();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "an index into a sorted sample")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a sorted sample"
+        )]
         let index = ((self.latencies_us.len() - 1) as f64 * quantile).round() as usize;
         f64::from(self.latencies_us[index]) / 1000.0
     }
@@ -107,8 +116,14 @@ struct Row {
 }
 
 fn print_header(args: &SessionsArgs) {
-    let build = if cfg!(debug_assertions) { "debug build: figures are not representative, use --release" } else { "release build" };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let build = if cfg!(debug_assertions) {
+        "debug build: figures are not representative, use --release"
+    } else {
+        "release build"
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!(
         "cordon bench sessions: {} clients, {} s per phase, {} cores, {}",
         args.clients, args.seconds, cores, build
@@ -145,13 +160,22 @@ async fn sessions(args: SessionsArgs) -> anyhow::Result<()> {
     if matches!(args.backend, BackendChoice::Sqlite | BackendChoice::Both) {
         let dir = tempfile::Builder::new().prefix("cordon-bench-").tempdir()?;
         let config = config(dir.path().to_path_buf(), None);
-        let (rows, note) = measure_backend("sqlite", config, &args, Some(dir.path().join("cordon.db"))).await?;
+        let (rows, note) =
+            measure_backend("sqlite", config, &args, Some(dir.path().join("cordon.db"))).await?;
         memory_notes.push(note);
-        let rate_of = |phase: &str| rows.iter().find(|r| r.phase == phase).map_or(0.0, |r| r.rate);
+        let rate_of = |phase: &str| {
+            rows.iter()
+                .find(|r| r.phase == phase)
+                .map_or(0.0, |r| r.rate)
+        };
         for row in &rows {
             print_row(row);
         }
-        let (create, raw, raw_max) = (rate_of("create"), rate_of("raw-insert"), rate_of("raw-insert-max"));
+        let (create, raw, raw_max) = (
+            rate_of("create"),
+            rate_of("raw-insert"),
+            rate_of("raw-insert-max"),
+        );
         if raw > 0.0 && raw_max > 0.0 {
             println!(
                 "sqlite    API creates = {:.0}% of raw durable inserts at the same batching, {:.0}% of the maximum",
@@ -179,7 +203,8 @@ async fn sessions(args: SessionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-const BENCH_TOKEN: &str = "cordon_bench_0000000000000000000000000000000000000000000000000000000000000000";
+const BENCH_TOKEN: &str =
+    "cordon_bench_0000000000000000000000000000000000000000000000000000000000000000";
 
 fn config(data_dir: PathBuf, database_url: Option<String>) -> ServerConfig {
     ServerConfig {
@@ -206,14 +231,25 @@ async fn measure_backend(
     let mut rows = Vec::new();
 
     // Warm up connections, caches and the JIT-free but cold paths.
-    let _ = run_clients(&http, &base, args.clients, Duration::from_secs(1), Workload::Create).await;
+    let _ = run_clients(
+        &http,
+        &base,
+        args.clients,
+        Duration::from_secs(1),
+        Workload::Create,
+    )
+    .await;
 
     let stats_before = server.sqlite.as_ref().map(SqliteStore::write_stats);
-    let (samples, elapsed) = run_clients(&http, &base, args.clients, duration, Workload::Create).await;
+    let (samples, elapsed) =
+        run_clients(&http, &base, args.clients, duration, Workload::Create).await;
     rows.push(row(backend, "create", "creates/s", samples, elapsed));
     // How many writes each commit carried while the API was creating sessions: the
     // baseline below is measured with the same batching.
-    let create_batch = match (stats_before, server.sqlite.as_ref().map(SqliteStore::write_stats)) {
+    let create_batch = match (
+        stats_before,
+        server.sqlite.as_ref().map(SqliteStore::write_stats),
+    ) {
         (Some(before), Some(after)) if after.commits > before.commits => {
             #[allow(clippy::cast_precision_loss, reason = "a mean for display")]
             let mean = (after.jobs - before.jobs) as f64 / (after.commits - before.commits) as f64;
@@ -223,7 +259,13 @@ async fn measure_backend(
     };
     let (samples, elapsed) =
         run_clients(&http, &base, args.clients, duration, Workload::Lifecycle).await;
-    rows.push(row(backend, "full-lifecycle", "sessions/s", samples, elapsed));
+    rows.push(row(
+        backend,
+        "full-lifecycle",
+        "sessions/s",
+        samples,
+        elapsed,
+    ));
 
     let mut note = String::new();
     if args.idle_sessions > 0 {
@@ -238,7 +280,11 @@ async fn measure_backend(
     if let (Some(path), Some(mean_batch)) = (sqlite_path, create_batch) {
         // The same writer, capped at the API's mean batch: with more inserters waiting
         // than that, every commit carries exactly that many rows.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a small positive count")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a small positive count"
+        )]
         let same_batch = (mean_batch.round() as usize).max(1);
         let (samples, elapsed, batch) =
             raw_inserts(path.clone(), args.clients, same_batch, duration).await?;
@@ -250,7 +296,8 @@ async fn measure_backend(
             ..row(backend, "raw-insert", "inserts/s", samples, elapsed)
         });
         let max_batch = SqliteOptions::new(&path).max_batch;
-        let (samples, elapsed, batch) = raw_inserts(path, args.clients, max_batch, duration).await?;
+        let (samples, elapsed, batch) =
+            raw_inserts(path, args.clients, max_batch, duration).await?;
         rows.push(Row {
             note: format!("{} inserters, {batch:.1} rows/commit", args.clients),
             ..row(backend, "raw-insert-max", "inserts/s", samples, elapsed)
@@ -290,7 +337,14 @@ enum Workload {
     Lifecycle,
 }
 
-const LIFECYCLE: [&str; 6] = ["activate", "checkpoint", "resume", "suspend", "resume", "close"];
+const LIFECYCLE: [&str; 6] = [
+    "activate",
+    "checkpoint",
+    "resume",
+    "suspend",
+    "resume",
+    "close",
+];
 
 async fn run_clients(
     http: &reqwest::Client,
@@ -307,7 +361,14 @@ async fn run_clients(
         tasks.spawn(async move {
             let mut samples = Samples::default();
             while Instant::now() < deadline {
-                let Some(id) = timed(&http, &format!("{base}/v1/sessions"), Some(create_body()), &mut samples).await else {
+                let Some(id) = timed(
+                    &http,
+                    &format!("{base}/v1/sessions"),
+                    Some(create_body()),
+                    &mut samples,
+                )
+                .await
+                else {
                     continue;
                 };
                 match workload {
@@ -363,7 +424,11 @@ async fn timed(
     };
     let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
     samples.latencies_us.push(micros);
-    match outcome.and_then(|value| value.get("id").and_then(|id| id.as_str().map(str::to_owned))) {
+    match outcome.and_then(|value| {
+        value
+            .get("id")
+            .and_then(|id| id.as_str().map(str::to_owned))
+    }) {
         Some(id) => Some(id),
         None => {
             samples.errors += 1;
@@ -380,7 +445,10 @@ async fn raw_inserts(
     max_batch: usize,
     duration: Duration,
 ) -> anyhow::Result<(Samples, Duration, f64)> {
-    let store = SqliteStore::open(SqliteOptions { max_batch, ..SqliteOptions::new(path) })?;
+    let store = SqliteStore::open(SqliteOptions {
+        max_batch,
+        ..SqliteOptions::new(path)
+    })?;
     store.prepare_durable_probe().await?;
     let before = store.write_stats();
     let started = Instant::now();
@@ -393,7 +461,9 @@ async fn raw_inserts(
             while Instant::now() < deadline {
                 let begun = Instant::now();
                 let outcome = store.durable_probe_insert(vec![0u8; 200]).await;
-                samples.latencies_us.push(u32::try_from(begun.elapsed().as_micros()).unwrap_or(u32::MAX));
+                samples
+                    .latencies_us
+                    .push(u32::try_from(begun.elapsed().as_micros()).unwrap_or(u32::MAX));
                 match outcome {
                     Ok(()) => samples.operations += 1,
                     Err(_) => samples.errors += 1,
@@ -420,14 +490,24 @@ fn resident_mib() -> f64 {
     let kib = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(f64::NAN);
     kib / 1024.0
 }
 
 /// Stores `count` sessions straight through the store (they are idle: nobody touches
 /// them), then reports the process's RSS before and after.
-async fn idle_memory(backend: &str, store: &Arc<dyn Store>, count: usize) -> anyhow::Result<String> {
+async fn idle_memory(
+    backend: &str,
+    store: &Arc<dyn Store>,
+    count: usize,
+) -> anyhow::Result<String> {
     let before = resident_mib();
     let tenant_id = store
         .list_tenants()
@@ -486,7 +566,9 @@ fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
         Some(index) => (&url[..index], &url[index..]),
         None => (url, ""),
     };
-    let authority_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     Ok(format!("{}/{database}{query}", &base[..authority_end]))
 }
 
@@ -497,17 +579,26 @@ impl BenchDatabase {
         let mut admin = sqlx::PgConnection::connect(admin_url)
             .await
             .with_context(|| format!("cannot connect to {admin_url} (set --database-url)"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
         admin.close().await?;
         let url = with_database(admin_url, &name)?;
-        Ok(Self { admin_url: admin_url.to_owned(), name, url })
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+        })
     }
 
     async fn drop_database(self) {
         use sqlx::Connection;
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
             let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await {
+            if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+            {
                 eprintln!("warning: could not drop {}: {error}", self.name);
             }
         }

@@ -21,7 +21,12 @@ use crate::exit;
 #[derive(Debug, Args)]
 pub struct ClientArgs<C: Subcommand> {
     /// The server's base URL.
-    #[arg(long, env = "CORDON_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    #[arg(
+        long,
+        env = "CORDON_URL",
+        default_value = "http://127.0.0.1:7700",
+        global = true
+    )]
     url: String,
     /// The API key's bearer token.
     #[arg(long, env = "CORDON_TOKEN", hide_env_values = true, global = true)]
@@ -29,6 +34,9 @@ pub struct ClientArgs<C: Subcommand> {
     /// Print the server's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Give up on a request after this many seconds.
+    #[arg(long, env = "CORDON_TIMEOUT", default_value_t = 30, global = true)]
+    timeout: u64,
     #[command(subcommand)]
     command: C,
 }
@@ -135,11 +143,13 @@ pub struct TransitionArgs {
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
-    text.parse().map_err(|error: cordon_core::model::UnknownRole| error.to_string())
+    text.parse()
+        .map_err(|error: cordon_core::model::UnknownRole| error.to_string())
 }
 
 fn parse_phase(text: &str) -> Result<Phase, String> {
-    text.parse().map_err(|error: cordon_core::lifecycle::UnknownPhase| error.to_string())
+    text.parse()
+        .map_err(|error: cordon_core::lifecycle::UnknownPhase| error.to_string())
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -165,10 +175,13 @@ struct Client {
 
 impl Client {
     fn new<C: Subcommand>(args: &ClientArgs<C>) -> Outcome<Self> {
-        let http = reqwest::Client::builder().build().map_err(|error| Failure {
-            code: exit::INTERNAL,
-            message: format!("cannot build the HTTP client: {error}"),
-        })?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(args.timeout.max(1)))
+            .build()
+            .map_err(|error| Failure {
+                code: exit::INTERNAL,
+                message: format!("cannot build the HTTP client: {error}"),
+            })?;
         Ok(Self {
             http,
             base: args.url.trim_end_matches('/').to_owned(),
@@ -186,7 +199,10 @@ impl Client {
         body: Option<&B>,
         idempotency_key: Option<&str>,
     ) -> Outcome<serde_json::Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).query(query);
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .query(query);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -215,9 +231,16 @@ impl Client {
     }
 
     /// Prints the answer: the server's JSON with `--json`, else `table` of it.
-    fn show<T: DeserializeOwned>(&self, value: serde_json::Value, table: fn(T) -> String) -> Outcome<()> {
+    fn show<T: DeserializeOwned>(
+        &self,
+        value: serde_json::Value,
+        table: fn(T) -> String,
+    ) -> Outcome<()> {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
             return Ok(());
         }
         let typed: T = serde_json::from_value(value).map_err(|error| Failure {
@@ -238,9 +261,16 @@ fn http_failure(status: StatusCode, body: &[u8]) -> Failure {
             status.as_u16(),
             error.error.request_id
         ),
-        Err(_) => format!("HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(body).trim()),
+        Err(_) => format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(body).trim()
+        ),
     };
-    Failure { code: exit::for_status(status.as_u16()), message }
+    Failure {
+        code: exit::for_status(status.as_u16()),
+        message,
+    }
 }
 
 fn finish(outcome: Outcome<()>) -> ExitCode {
@@ -255,7 +285,10 @@ fn finish(outcome: Outcome<()>) -> ExitCode {
 
 /// Asks on the terminal; refuses without one (pass --yes in scripts).
 fn confirm(question: &str) -> Outcome<()> {
-    let refused = |message: &str| Failure { code: exit::REFUSED, message: message.to_owned() };
+    let refused = |message: &str| Failure {
+        code: exit::REFUSED,
+        message: message.to_owned(),
+    };
     if !std::io::stdin().is_terminal() {
         return Err(refused("refusing without confirmation: pass --yes"));
     }
@@ -264,7 +297,11 @@ fn confirm(question: &str) -> Outcome<()> {
     std::io::stdin()
         .read_line(&mut answer)
         .map_err(|error| refused(&format!("cannot read the answer: {error}")))?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") { Ok(()) } else { Err(refused("not confirmed")) }
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(refused("not confirmed"))
+    }
 }
 
 /// Renders rows as left-aligned columns under a header.
@@ -277,8 +314,11 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     }
     let mut out = String::new();
     let mut line = |cells: Vec<String>| {
-        let padded: Vec<String> =
-            cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
         out.push_str(padded.join("  ").trim_end());
         out.push('\n');
     };
@@ -305,7 +345,13 @@ fn key_rows(keys: Vec<KeyBody>) -> String {
                 Some(at) => format!("revoked {at}"),
                 None => "active".to_owned(),
             };
-            vec![k.id, k.role.to_string(), k.name, if k.system { "yes".into() } else { "".into() }, state]
+            vec![
+                k.id,
+                k.role.to_string(),
+                k.name,
+                if k.system { "yes".into() } else { "".into() },
+                state,
+            ]
         })
         .collect();
     table(&["ID", "ROLE", "NAME", "SYSTEM", "STATE"], rows)
@@ -339,15 +385,21 @@ async fn tenant(args: ClientArgs<TenantCommand>) -> Outcome<()> {
     match args.command {
         TenantCommand::Create { name } => {
             let body = CreateTenantRequest { name };
-            let value = client.call(Method::POST, "/v1/tenants", &[], Some(&body), None).await?;
+            let value = client
+                .call(Method::POST, "/v1/tenants", &[], Some(&body), None)
+                .await?;
             client.show(value, |t: TenantBody| tenant_rows(vec![t]))
         }
         TenantCommand::List => {
-            let value = client.call(Method::GET, "/v1/tenants", &[], none, None).await?;
+            let value = client
+                .call(Method::GET, "/v1/tenants", &[], none, None)
+                .await?;
             client.show(value, |list: TenantList| tenant_rows(list.items))
         }
         TenantCommand::Get { id } => {
-            let value = client.call(Method::GET, &format!("/v1/tenants/{id}"), &[], none, None).await?;
+            let value = client
+                .call(Method::GET, &format!("/v1/tenants/{id}"), &[], none, None)
+                .await?;
             client.show(value, |t: TenantBody| tenant_rows(vec![t]))
         }
     }
@@ -366,8 +418,14 @@ async fn key(args: ClientArgs<KeyCommand>) -> Outcome<()> {
     let none = None::<&()>;
     match args.command {
         KeyCommand::Create { role, name, tenant } => {
-            let body = CreateKeyRequest { tenant_id: tenant, role, name };
-            let value = client.call(Method::POST, "/v1/keys", &[], Some(&body), None).await?;
+            let body = CreateKeyRequest {
+                tenant_id: tenant,
+                role,
+                name,
+            };
+            let value = client
+                .call(Method::POST, "/v1/keys", &[], Some(&body), None)
+                .await?;
             client.show(value, |created: CreatedKeyBody| {
                 let mut out = key_rows(vec![created.key]);
                 out.push_str(&format!(
@@ -378,7 +436,9 @@ async fn key(args: ClientArgs<KeyCommand>) -> Outcome<()> {
             })
         }
         KeyCommand::List { tenant } => {
-            let value = client.call(Method::GET, "/v1/keys", &tenant_query(tenant), none, None).await?;
+            let value = client
+                .call(Method::GET, "/v1/keys", &tenant_query(tenant), none, None)
+                .await?;
             client.show(value, |list: KeyList| key_rows(list.items))
         }
         KeyCommand::Delete { id, tenant, yes } => {
@@ -386,7 +446,9 @@ async fn key(args: ClientArgs<KeyCommand>) -> Outcome<()> {
                 confirm(&format!("Revoke key {id}? It stops working at once."))?;
             }
             let path = format!("/v1/keys/{id}");
-            let value = client.call(Method::DELETE, &path, &tenant_query(tenant), none, None).await?;
+            let value = client
+                .call(Method::DELETE, &path, &tenant_query(tenant), none, None)
+                .await?;
             client.show(value, |k: KeyBody| key_rows(vec![k]))
         }
     }
@@ -401,31 +463,54 @@ async fn session(args: ClientArgs<SessionCommand>) -> Outcome<()> {
     let none = None::<&()>;
     let client = &client;
     let transition = |action: &'static str, args: TransitionArgs| async move {
-        let body = TransitionRequest { reason: args.reason };
+        let body = TransitionRequest {
+            reason: args.reason,
+        };
         let path = format!("/v1/sessions/{}/{action}", args.id);
-        client.call(Method::POST, &path, &[], Some(&body), None).await
+        client
+            .call(Method::POST, &path, &[], Some(&body), None)
+            .await
     };
     let one = |s: SessionBody| session_rows(vec![s]);
     match args.command {
-        SessionCommand::Create { workload_class, environment, labels, idempotency_key } => {
+        SessionCommand::Create {
+            workload_class,
+            environment,
+            labels,
+            idempotency_key,
+        } => {
             let body = CreateSessionRequest {
                 workload_class,
                 environment,
                 labels: labels.into_iter().collect::<Labels>(),
             };
             let value = client
-                .call(Method::POST, "/v1/sessions", &[], Some(&body), idempotency_key.as_deref())
+                .call(
+                    Method::POST,
+                    "/v1/sessions",
+                    &[],
+                    Some(&body),
+                    idempotency_key.as_deref(),
+                )
                 .await?;
             client.show(value, one)
         }
-        SessionCommand::List { phase, workload_class, environment, limit, cursor } => {
+        SessionCommand::List {
+            phase,
+            workload_class,
+            environment,
+            limit,
+            cursor,
+        } => {
             let mut query = Vec::new();
             query.extend(phase.map(|p| ("phase", p.to_string())));
             query.extend(workload_class.map(|c| ("workload_class", c)));
             query.extend(environment.map(|e| ("environment", e)));
             query.extend(limit.map(|l| ("limit", l.to_string())));
             query.extend(cursor.map(|c| ("cursor", c)));
-            let value = client.call(Method::GET, "/v1/sessions", &query, none, None).await?;
+            let value = client
+                .call(Method::GET, "/v1/sessions", &query, none, None)
+                .await?;
             client.show(value, |list: SessionList| {
                 let mut out = session_rows(list.items);
                 if let Some(cursor) = list.next_cursor {
@@ -435,14 +520,19 @@ async fn session(args: ClientArgs<SessionCommand>) -> Outcome<()> {
             })
         }
         SessionCommand::Get { id } => {
-            let value = client.call(Method::GET, &format!("/v1/sessions/{id}"), &[], none, None).await?;
+            let value = client
+                .call(Method::GET, &format!("/v1/sessions/{id}"), &[], none, None)
+                .await?;
             client.show(value, one)
         }
         SessionCommand::Activate(args) => client.show(transition("activate", args).await?, one),
         SessionCommand::Checkpoint(args) => client.show(transition("checkpoint", args).await?, one),
         SessionCommand::Suspend(args) => client.show(transition("suspend", args).await?, one),
         SessionCommand::Resume(args) => client.show(transition("resume", args).await?, one),
-        SessionCommand::Close { transition: args, yes } => {
+        SessionCommand::Close {
+            transition: args,
+            yes,
+        } => {
             if !yes {
                 confirm(&format!("Close session {}? Closing is final.", args.id))?;
             }

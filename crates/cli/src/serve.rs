@@ -2,7 +2,7 @@
 //! the bootstrap tenant and system admin key on first start, and serves the API until
 //! SIGINT or SIGTERM.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,10 @@ impl RunningServer {
     /// Stops accepting, finishes in-flight requests and returns.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
-        self.task.await.context("server task failed")?.context("server failed")
+        self.task
+            .await
+            .context("server task failed")?
+            .context("server failed")
     }
 }
 
@@ -81,7 +84,11 @@ const LEASE_TTL: Duration = Duration::from_secs(30);
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a terminal: a log file or journald would get raw escape codes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -94,7 +101,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         listen: args.listen,
         data_dir: args.data_dir,
         database_url: args.database_url,
-        bootstrap_token: std::env::var("CORDON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty()),
+        bootstrap_token: std::env::var("CORDON_BOOTSTRAP_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let server = match start(config).await {
         Ok(server) => server,
@@ -155,7 +164,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let node_id = node_id(&config.data_dir)?;
     let control = Control::new(
         Arc::clone(&store),
-        ControlOptions { node_id: node_id.clone(), lease_ttl: LEASE_TTL },
+        ControlOptions {
+            node_id: node_id.clone(),
+            lease_ttl: LEASE_TTL,
+        },
     );
     let state = AppState::new(control.clone(), policy, ApiOptions::default());
     let router = cordon_api::router(state);
@@ -172,7 +184,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
     });
     tracing::info!(%node_id, "listening on http://{addr}");
-    Ok(RunningServer { addr, store, control, sqlite, shutdown, task, _lock: lock })
+    Ok(RunningServer {
+        addr,
+        store,
+        control,
+        sqlite,
+        shutdown,
+        task,
+        _lock: lock,
+    })
 }
 
 /// One server per data dir: a second one would share the node id and its leases.
@@ -187,7 +207,10 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            bail!("another cordon server is using the data dir {}", data_dir.display())
+            bail!(
+                "another cordon server is using the data dir {}",
+                data_dir.display()
+            )
         }
         Err(std::fs::TryLockError::Error(error)) => {
             Err(error).with_context(|| format!("cannot lock {}", path.display()))
@@ -230,6 +253,9 @@ fn write_durably(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> 
 /// store commits, so a crash in between never leaves a key whose token is lost.
 async fn bootstrap(store: &dyn Store, config: &ServerConfig) -> anyhow::Result<()> {
     if !cordon_api::needs_bootstrap(store).await? {
+        if config.bootstrap_token.is_some() {
+            tracing::warn!("CORDON_BOOTSTRAP_TOKEN is ignored: the store is already initialized");
+        }
         return Ok(());
     }
     let token_path = config.data_dir.join(TOKEN_FILE);

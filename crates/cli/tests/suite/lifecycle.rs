@@ -2,7 +2,10 @@
 
 use super::{Backend, Place, Server, on_both_backends};
 
-on_both_backends!(whole_lifecycle_through_the_cli, close_without_yes_refuses_and_changes_nothing);
+on_both_backends!(
+    whole_lifecycle_through_the_cli,
+    close_without_yes_refuses_and_changes_nothing
+);
 
 /// The row of `id` in a table, split into cells on runs of whitespace.
 fn row<'a>(table: &'a str, id: &str) -> Vec<&'a str> {
@@ -16,7 +19,12 @@ fn row<'a>(table: &'a str, id: &str) -> Vec<&'a str> {
 
 #[track_caller]
 fn assert_header(table: &str, columns: &[&str]) {
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(header, columns, "unexpected header in:\n{table}");
 }
 
@@ -25,16 +33,45 @@ fn whole_lifecycle_through_the_cli(backend: Backend) {
 
     // Create, as a table.
     let run = server.cli(&[
-        "session", "create", "--class", "coding", "--env", "dev", "--label", "team=core", "--label",
+        "session",
+        "create",
+        "--class",
+        "coding",
+        "--env",
+        "dev",
+        "--label",
+        "team=core",
+        "--label",
         "tier=1",
     ]);
     run.success();
-    assert_header(&run.stdout, &["ID", "PHASE", "CLASS", "ENV", "LABELS", "UPDATED"]);
-    assert_eq!(run.stdout.lines().count(), 2, "one header and one row:\n{}", run.stdout);
-    let id = run.stdout.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    assert_header(
+        &run.stdout,
+        &["ID", "PHASE", "CLASS", "ENV", "LABELS", "UPDATED"],
+    );
+    assert_eq!(
+        run.stdout.lines().count(),
+        2,
+        "one header and one row:\n{}",
+        run.stdout
+    );
+    let id = run
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     assert!(id.starts_with("ses_"), "{}", run.stdout);
     let cells = row(&run.stdout, &id);
-    assert_eq!(&cells[1..5], ["created", "coding", "dev", "team=core,tier=1"], "{}", run.stdout);
+    assert_eq!(
+        &cells[1..5],
+        ["created", "coding", "dev", "team=core,tier=1"],
+        "{}",
+        run.stdout
+    );
 
     // The same session as JSON.
     let session = server.session(&id);
@@ -42,13 +79,19 @@ fn whole_lifecycle_through_the_cli(backend: Backend) {
     assert_eq!(session["phase"], "created");
     assert_eq!(session["workload_class"], "coding");
     assert_eq!(session["environment"], "dev");
-    assert_eq!(session["labels"], serde_json::json!({"team": "core", "tier": "1"}));
+    assert_eq!(
+        session["labels"],
+        serde_json::json!({"team": "core", "tier": "1"})
+    );
     assert_eq!(session["version"], 1);
 
     // activate (table), checkpoint (JSON), resume, suspend, resume, close.
     let run = server.cli(&["session", "activate", &id, "--reason", "start work"]);
     run.success();
-    assert_header(&run.stdout, &["ID", "PHASE", "CLASS", "ENV", "LABELS", "UPDATED"]);
+    assert_header(
+        &run.stdout,
+        &["ID", "PHASE", "CLASS", "ENV", "LABELS", "UPDATED"],
+    );
     assert_eq!(row(&run.stdout, &id)[1], "active");
 
     let run = server.cli(&["session", "checkpoint", &id, "--json"]);
@@ -79,8 +122,10 @@ fn whole_lifecycle_through_the_cli(backend: Backend) {
     run.success();
     let events = run.json();
     let items = events["items"].as_array().expect("items");
-    let transitions: Vec<(serde_json::Value, serde_json::Value)> =
-        items.iter().map(|e| (e["from"].clone(), e["to"].clone())).collect();
+    let transitions: Vec<(serde_json::Value, serde_json::Value)> = items
+        .iter()
+        .map(|e| (e["from"].clone(), e["to"].clone()))
+        .collect();
     let expected = [
         (None, "created"),
         (Some("created"), "active"),
@@ -103,8 +148,19 @@ fn whole_lifecycle_through_the_cli(backend: Backend) {
     run.success();
     assert_header(&run.stdout, &["SEQ", "AT", "ACTOR", "FROM", "TO", "REASON"]);
     assert_eq!(run.stdout.lines().count(), 8, "{}", run.stdout);
-    for phase in ["created", "active", "checkpointed", "suspended", "closed", "start work"] {
-        assert!(run.stdout.contains(phase), "`{phase}` missing from:\n{}", run.stdout);
+    for phase in [
+        "created",
+        "active",
+        "checkpointed",
+        "suspended",
+        "closed",
+        "start work",
+    ] {
+        assert!(
+            run.stdout.contains(phase),
+            "`{phase}` missing from:\n{}",
+            run.stdout
+        );
     }
 
     // Paging the event log.
@@ -112,8 +168,13 @@ fn whole_lifecycle_through_the_cli(backend: Backend) {
     run.success();
     let page = run.json();
     assert_eq!(page["items"].as_array().unwrap().len(), 3);
-    let cursor = page["next_cursor"].as_str().expect("a next cursor").to_owned();
-    let run = server.cli(&["session", "events", &id, "--limit", "3", "--cursor", &cursor, "--json"]);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_owned();
+    let run = server.cli(&[
+        "session", "events", &id, "--limit", "3", "--cursor", &cursor, "--json",
+    ]);
     run.success();
     assert_eq!(run.json()["items"][0]["seq"], 4);
 
@@ -121,8 +182,15 @@ fn whole_lifecycle_through_the_cli(backend: Backend) {
     let other = server.create_session("review", "prod");
     let run = server.cli(&["session", "list"]);
     run.success();
-    assert_header(&run.stdout, &["ID", "PHASE", "CLASS", "ENV", "LABELS", "UPDATED"]);
-    assert!(run.stdout.contains(&id) && run.stdout.contains(&other), "{}", run.stdout);
+    assert_header(
+        &run.stdout,
+        &["ID", "PHASE", "CLASS", "ENV", "LABELS", "UPDATED"],
+    );
+    assert!(
+        run.stdout.contains(&id) && run.stdout.contains(&other),
+        "{}",
+        run.stdout
+    );
     let run = server.cli(&["session", "list", "--phase", "closed", "--json"]);
     run.success();
     let ids: Vec<String> = run.json()["items"]
@@ -131,10 +199,50 @@ fn whole_lifecycle_through_the_cli(backend: Backend) {
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, [id.clone()]);
-    let run = server.cli(&["session", "list", "--class", "review", "--env", "prod", "--json"]);
+    assert_eq!(ids, [id.as_str()]);
+    let run = server.cli(&[
+        "session", "list", "--class", "review", "--env", "prod", "--json",
+    ]);
     run.success();
     assert_eq!(run.json()["items"][0]["id"], other.as_str());
+
+    // A table page says how to get the next one.
+    let run = server.cli(&["session", "list", "--limit", "1"]);
+    run.success();
+    let cursor = run
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("more: --cursor "))
+        .unwrap_or_else(|| panic!("no next-page hint in:\n{}", run.stdout))
+        .to_owned();
+    let first = run
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let run = server.cli(&["session", "list", "--limit", "1", "--cursor", &cursor]);
+    run.success();
+    let second = run
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut seen = [first, second];
+    seen.sort();
+    let mut expected = [id.clone(), other.clone()];
+    expected.sort();
+    assert_eq!(seen, expected);
+    server
+        .cli(&["session", "list", "--cursor", "garbage"])
+        .failure(6, "CURSOR_INVALID");
 
     // Closed is final.
     server
@@ -154,13 +262,19 @@ fn close_without_yes_refuses_and_changes_nothing(backend: Backend) {
     let run = server.cli(&["session", "close", &id, "--json"]);
     run.failure(6, "--yes");
 
-    assert_eq!(server.session(&id), before, "a refused close changed the session");
+    assert_eq!(
+        server.session(&id),
+        before,
+        "a refused close changed the session"
+    );
     let run = server.cli(&["session", "events", &id, "--json"]);
     run.success();
     assert_eq!(run.json()["items"].as_array().unwrap().len(), 2);
 
     // The same refusal for revoking a key.
-    let run = server.cli(&["key", "create", "--role", "operator", "--name", "ops", "--json"]);
+    let run = server.cli(&[
+        "key", "create", "--role", "operator", "--name", "ops", "--json",
+    ]);
     run.success();
     let key = run.json()["id"].as_str().unwrap().to_owned();
     let token = run.json()["token"].as_str().unwrap().to_owned();

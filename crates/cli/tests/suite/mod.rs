@@ -95,7 +95,6 @@ pub fn free_port() -> u16 {
 /// a test can kill a server and start another on the same state.
 #[derive(Debug)]
 pub struct Place {
-    pub backend: Backend,
     data_dir: TempDir,
     logs: TempDir,
     database: Option<PostgresDatabase>,
@@ -118,7 +117,13 @@ impl Place {
             Backend::Sqlite => None,
             Backend::Postgres => Some(block_on(cordon_test_support::fresh_postgres_database())),
         };
-        Self { backend, data_dir, logs, database, token: None, starts: 0 }
+        Self {
+            data_dir,
+            logs,
+            database,
+            token: None,
+            starts: 0,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -127,6 +132,11 @@ impl Place {
 
     pub fn token_file(&self) -> PathBuf {
         self.data_dir().join("bootstrap-admin.token")
+    }
+
+    /// Drops the PostgreSQL database under a running server, to make its store fail.
+    pub fn drop_database(&mut self) {
+        drop(self.database.take().expect("a PostgreSQL place"));
     }
 
     /// The token in `<data-dir>/bootstrap-admin.token`, trimmed.
@@ -170,7 +180,11 @@ impl Place {
     /// Runs `cordon serve` on this place expecting it to exit by itself (it fails to
     /// start); returns its exit status and stderr. Panics if it is still running after
     /// [`EXIT_TIMEOUT`], or ever answers `/readyz`.
-    pub fn serve_expecting_exit(&mut self, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    pub fn serve_expecting_exit(
+        &mut self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (ExitStatus, String) {
         let port = free_port();
         let (mut child, log) = self.spawn(port, args, env);
         let deadline = Instant::now() + EXIT_TIMEOUT;
@@ -192,7 +206,9 @@ impl Place {
 }
 
 fn read_log(path: &Path) -> String {
-    std::fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
 }
 
 /// A running `cordon serve`; killed (SIGKILL) when dropped.
@@ -269,10 +285,6 @@ impl Server {
         self.place.as_mut().expect("the server has a place")
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the server runs").id()
-    }
-
     /// Everything the server wrote to stderr so far.
     pub fn log(&self) -> String {
         read_log(&self.log)
@@ -305,12 +317,19 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the server ignored SIGTERM for {EXIT_TIMEOUT:?}; stderr:\n{}", self.log());
+                panic!(
+                    "the server ignored SIGTERM for {EXIT_TIMEOUT:?}; stderr:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         };
         let log = self.log();
-        (status, log, self.place.take().expect("the server has a place"))
+        (
+            status,
+            log,
+            self.place.take().expect("the server has a place"),
+        )
     }
 
     /// A client command as the system admin.
@@ -330,7 +349,9 @@ impl Server {
 
     /// `session create --json` as the system admin; the new session's id.
     pub fn create_session(&self, class: &str, env: &str) -> String {
-        let run = self.cli(&["session", "create", "--class", class, "--env", env, "--json"]);
+        let run = self.cli(&[
+            "session", "create", "--class", class, "--env", env, "--json",
+        ]);
         run.success();
         run.json()["id"].as_str().expect("session id").to_owned()
     }
@@ -357,7 +378,10 @@ fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("(no 200 from /readyz within {READY_TIMEOUT:?})\n{}", read_log(log)));
+            return Err(format!(
+                "(no 200 from /readyz within {READY_TIMEOUT:?})\n{}",
+                read_log(log)
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -369,8 +393,14 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     // "HTTP/1.1 200"
@@ -408,9 +438,22 @@ impl Run {
     /// Asserts a failure with `code`, `reason` on stderr and nothing on stdout.
     #[track_caller]
     pub fn failure(&self, code: i32, reason: &str) -> &Self {
-        assert_eq!(self.code, code, "expected exit code {code}: {}", self.describe());
-        assert!(self.stderr.contains(reason), "expected `{reason}` on stderr: {}", self.describe());
-        assert!(self.stdout.is_empty(), "expected nothing on stdout: {}", self.describe());
+        assert_eq!(
+            self.code,
+            code,
+            "expected exit code {code}: {}",
+            self.describe()
+        );
+        assert!(
+            self.stderr.contains(reason),
+            "expected `{reason}` on stderr: {}",
+            self.describe()
+        );
+        assert!(
+            self.stdout.is_empty(),
+            "expected nothing on stdout: {}",
+            self.describe()
+        );
         self
     }
 
@@ -448,7 +491,10 @@ pub fn cordon(env: &[(&str, &str)], args: &[&str]) -> Run {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`cordon {}` still runs after {COMMAND_TIMEOUT:?}", args.join(" "));
+            panic!(
+                "`cordon {}` still runs after {COMMAND_TIMEOUT:?}",
+                args.join(" ")
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };
