@@ -97,7 +97,10 @@ pub(crate) async fn authenticate(
         )
     })?;
     let invalid = || {
-        ApiError::new(ReasonCode::AuthnInvalidCredentials, "the bearer token is invalid or revoked")
+        ApiError::new(
+            ReasonCode::AuthnInvalidCredentials,
+            "the bearer token is invalid or revoked",
+        )
     };
     let token = header
         .to_str()
@@ -111,7 +114,9 @@ pub(crate) async fn authenticate(
         Some(key) => key,
         None => {
             let key = state.store().get_key_by_digest(&digest).await?;
-            let key = key.filter(|key| key.revoked_at.is_none()).ok_or_else(invalid)?;
+            let key = key
+                .filter(|key| key.revoked_at.is_none())
+                .ok_or_else(invalid)?;
             state.key_cache().insert(digest, key.clone());
             key
         }
@@ -140,9 +145,16 @@ pub(crate) fn authorize(
         return Ok(());
     }
     let message = if decision.policies.is_empty() {
-        format!("`{}` is not permitted: no policy allows it", action.as_str())
+        format!(
+            "`{}` is not permitted: no policy allows it",
+            action.as_str()
+        )
     } else {
-        format!("`{}` is denied by policy {}", action.as_str(), decision.policies.join(", "))
+        format!(
+            "`{}` is denied by policy {}",
+            action.as_str(),
+            decision.policies.join(", ")
+        )
     };
     Err(ApiError::new(ReasonCode::AuthzDenied, message))
 }
@@ -161,7 +173,10 @@ const KEY_CACHE_CAPACITY: usize = 10_000;
 
 impl KeyCache {
     pub(crate) fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(HashMap::new()) }
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     fn get(&self, digest: &[u8; 32]) -> Option<ApiKey> {
@@ -213,7 +228,11 @@ pub async fn bootstrap(store: &dyn Store, token: &str) -> Result<BootstrapOutcom
         return Err(BootstrapError::WeakToken);
     }
     let now = Timestamp::now();
-    let tenant = Tenant { id: TenantId::generate(), name: "default".into(), created_at: now };
+    let tenant = Tenant {
+        id: TenantId::generate(),
+        name: "default".into(),
+        created_at: now,
+    };
     let key = ApiKey {
         id: KeyId::generate(),
         tenant_id: tenant.id,

@@ -15,7 +15,9 @@ tokio::task_local! {
 }
 
 pub(crate) fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "unknown".to_owned())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// An API error: a reason code and a message safe to show the caller.
@@ -27,7 +29,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ReasonCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -41,7 +46,10 @@ impl ApiError {
     /// An unexpected failure: the detail goes to the log, the caller gets the request id.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
-        Self::new(ReasonCode::Internal, "internal error; see the server log for this request id")
+        Self::new(
+            ReasonCode::Internal,
+            "internal error; see the server log for this request id",
+        )
     }
 
     pub fn status(&self) -> StatusCode {
@@ -57,12 +65,19 @@ pub fn status_for(code: ReasonCode) -> StatusCode {
         AuthzDenied => StatusCode::FORBIDDEN,
         NotFound => StatusCode::NOT_FOUND,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        RequestBodyInvalid | RequestQueryInvalid | ValidationFailed | CursorInvalid
+        RequestBodyInvalid
+        | RequestQueryInvalid
+        | ValidationFailed
+        | CursorInvalid
         | IdempotencyKeyInvalid => StatusCode::BAD_REQUEST,
         RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        TenantNameTaken | SessionInvalidTransition | SessionLeaseHeld | SessionLeaseFenced
-        | SessionConflict | IdempotencyKeyInFlight => StatusCode::CONFLICT,
+        TenantNameTaken
+        | SessionInvalidTransition
+        | SessionLeaseHeld
+        | SessionLeaseFenced
+        | SessionConflict
+        | IdempotencyKeyInFlight => StatusCode::CONFLICT,
         IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,7 +108,10 @@ impl From<StoreError> for ApiError {
             StoreError::Backend(detail) => ApiError::internal(detail),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "store unavailable");
-                ApiError::new(ReasonCode::StoreUnavailable, "the store is unavailable; retry later")
+                ApiError::new(
+                    ReasonCode::StoreUnavailable,
+                    "the store is unavailable; retry later",
+                )
             }
             other => ApiError::new(other.reason(), other.to_string()),
         }

@@ -1,10 +1,11 @@
 //! Extractors that turn every kind of bad input into an [`ApiError`] with a stable code,
 //! before any handler runs and so before anything is written.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use cordon_core::ReasonCode;
 use serde::de::DeserializeOwned;
 
@@ -14,23 +15,11 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            ReasonCode::UnsupportedMediaType,
-            "expected a body with `Content-Type: application/json`",
-        ),
-        JsonRejection::BytesRejection(rejection)
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-        {
-            body_too_large()
-        }
-        other => ApiError::new(ReasonCode::RequestBodyInvalid, other.body_text()),
-    }
-}
-
 pub(crate) fn body_too_large() -> ApiError {
-    ApiError::new(ReasonCode::RequestBodyTooLarge, "the request body is larger than the limit")
+    ApiError::new(
+        ReasonCode::RequestBodyTooLarge,
+        "the request body is larger than the limit",
+    )
 }
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -41,10 +30,69 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(request, state)
-            .await
+        if !is_json_content_type(request.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let bytes = body_bytes(request, state).await?;
+        require_object(&bytes)?;
+        axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(value)| Json(value))
-            .map_err(json_rejection)
+            .map_err(|rejection: JsonRejection| {
+                ApiError::new(ReasonCode::RequestBodyInvalid, rejection.body_text())
+            })
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, parameters allowed (as axum's
+/// own `Json` accepts).
+fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|subtype| subtype == "json" || subtype.ends_with("+json"))
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        ReasonCode::UnsupportedMediaType,
+        "expected a body with `Content-Type: application/json`",
+    )
+}
+
+/// The whole body, within the configured limit.
+async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                body_too_large()
+            } else {
+                ApiError::new(ReasonCode::RequestBodyInvalid, rejection.body_text())
+            }
+        })
+}
+
+/// Every request body of the API is a JSON object. serde would also accept a struct
+/// written as an array of its fields in order (`["coding", "dev"]`), which bypasses
+/// `deny_unknown_fields` and is not what the OpenAPI document describes.
+fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ApiError::new(
+            ReasonCode::RequestBodyInvalid,
+            "the request body must be a JSON object",
+        )),
     }
 }
 
@@ -61,23 +109,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let has_content_type = request.headers().contains_key(CONTENT_TYPE);
-        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                body_too_large()
-            } else {
-                ApiError::new(ReasonCode::RequestBodyInvalid, rejection.body_text())
-            }
-        })?;
+        let json_content_type = is_json_content_type(request.headers());
+        let bytes = body_bytes(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        if !has_content_type {
-            return Err(ApiError::new(
-                ReasonCode::UnsupportedMediaType,
-                "expected a body with `Content-Type: application/json`",
-            ));
+        if !json_content_type {
+            return Err(unsupported_media_type());
         }
+        require_object(&bytes)?;
         serde_json::from_slice(&bytes)
             .map(OptionalJson)
             .map_err(|error| ApiError::new(ReasonCode::RequestBodyInvalid, error.to_string()))

@@ -38,7 +38,9 @@ pub(crate) async fn idempotency(
     let key = value
         .to_str()
         .ok()
-        .filter(|key| !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|key| {
+            !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             ApiError::new(
                 ReasonCode::IdempotencyKeyInvalid,
@@ -53,7 +55,9 @@ pub(crate) async fn idempotency(
         .ok_or_else(|| ApiError::internal("idempotency layer runs before authentication"))?;
 
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, state.options().max_body_bytes).await.map_err(|_| body_too_large())?;
+    let bytes = to_bytes(body, state.options().max_body_bytes)
+        .await
+        .map_err(|_| body_too_large())?;
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str().as_bytes());
     hasher.update([0]);
@@ -62,10 +66,19 @@ pub(crate) async fn idempotency(
     hasher.update(&bytes);
     let fingerprint: [u8; 32] = hasher.finalize().into();
 
-    let scope = IdempotencyScope { tenant_id: caller.tenant_id(), principal: caller.key.id, key };
+    let scope = IdempotencyScope {
+        tenant_id: caller.tenant_id(),
+        principal: caller.key.id,
+        key,
+    };
     let store = state.store();
     let start = store
-        .idempotency_begin(&scope, &fingerprint, Timestamp::now(), state.options().idempotency_stale_after)
+        .idempotency_begin(
+            &scope,
+            &fingerprint,
+            Timestamp::now(),
+            state.options().idempotency_stale_after,
+        )
         .await?;
     match start {
         IdempotencyStart::Replay(recorded) => Ok(replay(recorded)),
@@ -78,21 +91,30 @@ pub(crate) async fn idempotency(
             "a request with this Idempotency-Key is still in progress; retry shortly",
         )),
         IdempotencyStart::Proceed => {
-            let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
             let status = response.status();
             let (parts, body) = response.into_parts();
             let bytes = match to_bytes(body, MAX_RECORDED_BODY).await {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     store.idempotency_abandon(&scope).await?;
-                    return Err(ApiError::internal(format!("response not recordable: {error}")));
+                    return Err(ApiError::internal(format!(
+                        "response not recordable: {error}"
+                    )));
                 }
             };
             if status.is_server_error() {
                 store.idempotency_abandon(&scope).await?;
             } else {
-                let recorded = RecordedResponse { status: status.as_u16(), body: bytes.to_vec() };
-                store.idempotency_complete(&scope, &recorded, Timestamp::now()).await?;
+                let recorded = RecordedResponse {
+                    status: status.as_u16(),
+                    body: bytes.to_vec(),
+                };
+                store
+                    .idempotency_complete(&scope, &recorded, Timestamp::now())
+                    .await?;
             }
             Ok(Response::from_parts(parts, Body::from(bytes)))
         }
@@ -103,7 +125,10 @@ fn replay(recorded: RecordedResponse) -> Response {
     let status = StatusCode::from_u16(recorded.status).unwrap_or(StatusCode::OK);
     let mut response = (status, recorded.body).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     response
 }

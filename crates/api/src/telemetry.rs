@@ -51,7 +51,10 @@ fn request_id_for(request: &Request) -> String {
         .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 128)
-        .filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+        .filter(|id| {
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()))
 }
@@ -76,7 +79,10 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = {
         use tracing::Instrument;
-        REQUEST_ID.scope(request_id.clone(), next.run(request)).instrument(span.clone()).await
+        REQUEST_ID
+            .scope(request_id.clone(), next.run(request))
+            .instrument(span.clone())
+            .await
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

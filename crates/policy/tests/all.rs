@@ -146,6 +146,20 @@ fn default_policies_decide_each_role() {
         "agent key.revoke",
         check(&engine, &agent, Action::KeyRevoke, a_key),
     );
+    let system_key = Resource::Key {
+        id: someone_else,
+        tenant_id: tenant,
+        role: Role::Admin,
+        system: true,
+    };
+    row(
+        "admin key.revoke system key",
+        check(&engine, &admin, Action::KeyRevoke, system_key),
+    );
+    row(
+        "system key.revoke system key",
+        check(&engine, &system, Action::KeyRevoke, system_key),
+    );
     row(
         "auditor read session",
         check(
@@ -211,6 +225,8 @@ agent activate other's session               deny ["agent-own-sessions-only"]
 agent read other's session                   deny ["agent-own-sessions-only"]
 agent key.list                               deny ["agent-no-key-access"]
 agent key.revoke                             deny ["agent-no-key-access", "only-admins-manage-keys"]
+admin key.revoke system key                  deny ["system-key-protected"]
+system key.revoke system key                 allow
 auditor read session                         allow
 auditor session events                       allow
 auditor key.list                             allow

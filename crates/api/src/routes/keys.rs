@@ -28,8 +28,14 @@ fn key_body(key: ApiKey) -> KeyBody {
 }
 
 /// The tenant named by an optional `tenant_id`, as visible to the caller, and existing.
-async fn target_tenant(state: &AppState, caller: &Caller, requested: Option<&str>) -> ApiResult<TenantId> {
-    let requested = requested.map(|id| parse_id::<TenantId>(id, "tenant")).transpose()?;
+async fn target_tenant(
+    state: &AppState,
+    caller: &Caller,
+    requested: Option<&str>,
+) -> ApiResult<TenantId> {
+    let requested = requested
+        .map(|id| parse_id::<TenantId>(id, "tenant"))
+        .transpose()?;
     let id = caller.visible_tenant(requested)?;
     if requested.is_some() && state.store().get_tenant(id).await?.is_none() {
         return Err(ApiError::not_found("tenant"));
@@ -52,7 +58,12 @@ pub(crate) async fn create_key(
     Json(request): Json<CreateKeyRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKeyBody>)> {
     let tenant_id = target_tenant(&state, &caller, request.tenant_id.as_deref()).await?;
-    authorize(&state, &caller, Action::KeyCreate, Resource::Tenant(tenant_id))?;
+    authorize(
+        &state,
+        &caller,
+        Action::KeyCreate,
+        Resource::Tenant(tenant_id),
+    )?;
     validate::text("name", &request.name, 128)?;
     let token = generate_token();
     let key = ApiKey {
@@ -68,7 +79,13 @@ pub(crate) async fn create_key(
     };
     state.store().create_key(&key).await?;
     tracing::info!(key = %key.id, tenant = %tenant_id, role = %key.role, "key created");
-    Ok((StatusCode::CREATED, axum::Json(CreatedKeyBody { key: key_body(key), token })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedKeyBody {
+            key: key_body(key),
+            token,
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -88,9 +105,16 @@ pub(crate) async fn list_keys(
     Query(query): Query<TenantQuery>,
 ) -> ApiResult<axum::Json<KeyList>> {
     let tenant_id = target_tenant(&state, &caller, query.tenant_id.as_deref()).await?;
-    authorize(&state, &caller, Action::KeyList, Resource::Tenant(tenant_id))?;
+    authorize(
+        &state,
+        &caller,
+        Action::KeyList,
+        Resource::Tenant(tenant_id),
+    )?;
     let keys = state.store().list_keys(tenant_id).await?;
-    Ok(axum::Json(KeyList { items: keys.into_iter().map(key_body).collect() }))
+    Ok(axum::Json(KeyList {
+        items: keys.into_iter().map(key_body).collect(),
+    }))
 }
 
 /// Revoke an API key. It stops authenticating at once; its metadata stays listed.
@@ -106,10 +130,22 @@ pub(crate) async fn revoke_key(
 ) -> ApiResult<axum::Json<KeyBody>> {
     let id = parse_id::<KeyId>(&id, "key")?;
     let tenant_id = target_tenant(&state, &caller, query.tenant_id.as_deref()).await?;
-    let key = state.store().get_key(tenant_id, id).await?.ok_or_else(|| ApiError::not_found("key"))?;
-    let resource = Resource::Key { id: key.id, tenant_id: key.tenant_id, role: key.role, system: key.system };
+    let key = state
+        .store()
+        .get_key(tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("key"))?;
+    let resource = Resource::Key {
+        id: key.id,
+        tenant_id: key.tenant_id,
+        role: key.role,
+        system: key.system,
+    };
     authorize(&state, &caller, Action::KeyRevoke, resource)?;
-    let revoked = state.store().revoke_key(tenant_id, id, Timestamp::now()).await?;
+    let revoked = state
+        .store()
+        .revoke_key(tenant_id, id, Timestamp::now())
+        .await?;
     state.key_cache().evict(id);
     tracing::info!(key = %id, tenant = %tenant_id, "key revoked");
     Ok(axum::Json(key_body(revoked)))

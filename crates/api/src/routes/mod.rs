@@ -73,18 +73,26 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
             state.clone(),
             crate::idempotency::idempotency,
         ))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ));
     public.merge(authenticated)
 }
 
 pub(crate) fn build(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, openapi) = openapi_router(&state).split_for_parts();
-    let router = router.fallback(unknown_route).method_not_allowed_fallback(wrong_method);
+    let router = router
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method);
     (router, openapi)
 }
 
 async fn unknown_route(uri: Uri) -> ApiError {
-    ApiError::new(ReasonCode::NotFound, format!("no route for `{}`", uri.path()))
+    ApiError::new(
+        ReasonCode::NotFound,
+        format!("no route for `{}`", uri.path()),
+    )
 }
 
 async fn wrong_method(method: Method, uri: Uri) -> ApiError {

@@ -90,7 +90,12 @@ pub(crate) async fn create_session(
     caller: Caller,
     Json(request): Json<CreateSessionRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<SessionBody>)> {
-    authorize(&state, &caller, Action::SessionCreate, Resource::Tenant(caller.tenant_id()))?;
+    authorize(
+        &state,
+        &caller,
+        Action::SessionCreate,
+        Resource::Tenant(caller.tenant_id()),
+    )?;
     validate::slug("workload_class", &request.workload_class)?;
     validate::slug("environment", &request.environment)?;
     validate::labels(&request.labels)?;
@@ -102,7 +107,10 @@ pub(crate) async fn create_session(
         labels: request.labels,
         policy_version: state.policy().version().to_owned(),
     };
-    let session = state.control().create_session(spec, &caller.actor()).await?;
+    let session = state
+        .control()
+        .create_session(spec, &caller.actor())
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(session_body(session))))
 }
 
@@ -131,20 +139,28 @@ pub(crate) async fn list_sessions(
     caller: Caller,
     Query(query): Query<ListSessionsQuery>,
 ) -> ApiResult<axum::Json<SessionList>> {
-    authorize(&state, &caller, Action::SessionList, Resource::Tenant(caller.tenant_id()))?;
+    authorize(
+        &state,
+        &caller,
+        Action::SessionList,
+        Resource::Tenant(caller.tenant_id()),
+    )?;
     let limit = validate::limit(query.limit)?;
-    let phase = query
-        .phase
-        .map(|phase| phase.parse())
-        .transpose()
-        .map_err(|error: cordon_core::lifecycle::UnknownPhase| {
+    let phase = query.phase.map(|phase| phase.parse()).transpose().map_err(
+        |error: cordon_core::lifecycle::UnknownPhase| {
             ApiError::new(ReasonCode::RequestQueryInvalid, error.to_string())
-        })?;
+        },
+    )?;
     let after = query
         .cursor
         .map(|cursor| cursor.parse::<SessionId>())
         .transpose()
-        .map_err(|_| ApiError::new(ReasonCode::CursorInvalid, "`cursor` is not a cursor this server issued"))?;
+        .map_err(|_| {
+            ApiError::new(
+                ReasonCode::CursorInvalid,
+                "`cursor` is not a cursor this server issued",
+            )
+        })?;
     let filter = SessionFilter {
         phase,
         workload_class: query.workload_class,
@@ -152,11 +168,17 @@ pub(crate) async fn list_sessions(
         owner: (caller.key.role == Role::Agent).then_some(caller.key.id),
         after,
     };
-    let sessions = state.store().list_sessions(caller.tenant_id(), &filter, limit).await?;
+    let sessions = state
+        .store()
+        .list_sessions(caller.tenant_id(), &filter, limit)
+        .await?;
     let next_cursor = (sessions.len() == limit as usize)
         .then(|| sessions.last().map(|session| session.id.to_string()))
         .flatten();
-    Ok(axum::Json(SessionList { items: sessions.into_iter().map(session_body).collect(), next_cursor }))
+    Ok(axum::Json(SessionList {
+        items: sessions.into_iter().map(session_body).collect(),
+        next_cursor,
+    }))
 }
 
 /// Get one session.
@@ -184,7 +206,10 @@ async fn transition(
     if let Some(reason) = &request.reason {
         validate::text("reason", reason, 1024)?;
     }
-    let outcome = state.control().transition(&session, action, &caller.actor(), request.reason).await;
+    let outcome = state
+        .control()
+        .transition(&session, action, &caller.actor(), request.reason)
+        .await;
     match outcome {
         Ok(updated) => {
             metrics::counter!(
@@ -233,16 +258,36 @@ macro_rules! lifecycle_route {
     };
 }
 
-lifecycle_route!(activate, SessionAction::Activate, "/v1/sessions/{id}/activate",
-    "created -> active.");
-lifecycle_route!(checkpoint, SessionAction::Checkpoint, "/v1/sessions/{id}/checkpoint",
-    "active -> checkpointed.");
-lifecycle_route!(suspend, SessionAction::Suspend, "/v1/sessions/{id}/suspend",
-    "active or checkpointed -> suspended.");
-lifecycle_route!(resume, SessionAction::Resume, "/v1/sessions/{id}/resume",
-    "suspended or checkpointed -> active.");
-lifecycle_route!(close, SessionAction::Close, "/v1/sessions/{id}/close",
-    "any phase but closed -> closed (final).");
+lifecycle_route!(
+    activate,
+    SessionAction::Activate,
+    "/v1/sessions/{id}/activate",
+    "created -> active."
+);
+lifecycle_route!(
+    checkpoint,
+    SessionAction::Checkpoint,
+    "/v1/sessions/{id}/checkpoint",
+    "active -> checkpointed."
+);
+lifecycle_route!(
+    suspend,
+    SessionAction::Suspend,
+    "/v1/sessions/{id}/suspend",
+    "active or checkpointed -> suspended."
+);
+lifecycle_route!(
+    resume,
+    SessionAction::Resume,
+    "/v1/sessions/{id}/resume",
+    "suspended or checkpointed -> active."
+);
+lifecycle_route!(
+    close,
+    SessionAction::Close,
+    "/v1/sessions/{id}/close",
+    "any phase but closed -> closed (final)."
+);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -272,12 +317,23 @@ pub(crate) async fn list_events(
             .parse::<i64>()
             .ok()
             .filter(|seq| *seq >= 0)
-            .ok_or_else(|| ApiError::new(ReasonCode::CursorInvalid, "`cursor` is not a cursor this server issued"))?,
+            .ok_or_else(|| {
+                ApiError::new(
+                    ReasonCode::CursorInvalid,
+                    "`cursor` is not a cursor this server issued",
+                )
+            })?,
     };
     let session = authorized_session(&state, &caller, &id, Action::SessionEvents).await?;
-    let events = state.store().list_events(caller.tenant_id(), session.id, after, limit).await?;
+    let events = state
+        .store()
+        .list_events(caller.tenant_id(), session.id, after, limit)
+        .await?;
     let next_cursor = (events.len() == limit as usize)
         .then(|| events.last().map(|event| event.seq.to_string()))
         .flatten();
-    Ok(axum::Json(EventList { items: events.into_iter().map(event_body).collect(), next_cursor }))
+    Ok(axum::Json(EventList {
+        items: events.into_iter().map(event_body).collect(),
+        next_cursor,
+    }))
 }

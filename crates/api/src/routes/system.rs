@@ -13,7 +13,9 @@ use crate::error::{ApiError, ApiResult};
 #[utoipa::path(get, path = "/healthz", tag = "system", security(()),
     responses((status = 200, body = HealthBody)))]
 pub(crate) async fn healthz() -> axum::Json<HealthBody> {
-    axum::Json(HealthBody { status: "ok".into() })
+    axum::Json(HealthBody {
+        status: "ok".into(),
+    })
 }
 
 /// The process can serve requests: its store answers reads and writes.
@@ -24,7 +26,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Jso
         tracing::warn!(%error, "not ready");
         ApiError::new(ReasonCode::StoreUnavailable, "the store is unavailable")
     })?;
-    Ok(axum::Json(HealthBody { status: "ok".into() }))
+    Ok(axum::Json(HealthBody {
+        status: "ok".into(),
+    }))
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -33,7 +37,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Jso
 pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let counts = state.store().count_sessions_by_phase().await?;
     for phase in Phase::ALL {
-        let count = counts.iter().find(|(p, _)| *p == phase).map_or(0, |(_, n)| *n);
+        let count = counts
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map_or(0, |(_, n)| *n);
         #[allow(clippy::cast_precision_loss, reason = "a gauge of session counts")]
         metrics::gauge!("cordon_sessions", "phase" => phase.as_str()).set(count as f64);
     }
@@ -48,6 +55,11 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<Response
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "system", security(()),
     responses((status = 200, content_type = "application/json", body = Object)))]
 pub(crate) async fn openapi_json(State(state): State<AppState>) -> Response {
-    let json = state.inner.openapi_json.get().cloned().unwrap_or_else(|| "{}".to_owned());
+    let json = state
+        .inner
+        .openapi_json
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "{}".to_owned());
     ([(CONTENT_TYPE, "application/json")], json).into_response()
 }

@@ -13,7 +13,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, parse_id};
 
 pub(crate) fn tenant_body(tenant: Tenant) -> TenantBody {
-    TenantBody { id: tenant.id.to_string(), name: tenant.name, created_at: tenant.created_at }
+    TenantBody {
+        id: tenant.id.to_string(),
+        name: tenant.name,
+        created_at: tenant.created_at,
+    }
 }
 
 /// Create a tenant (system admin only).
@@ -32,7 +36,11 @@ pub(crate) async fn create_tenant(
 ) -> ApiResult<(StatusCode, axum::Json<TenantBody>)> {
     authorize(&state, &caller, Action::TenantCreate, Resource::Deployment)?;
     validate::slug("name", &request.name)?;
-    let tenant = Tenant { id: TenantId::generate(), name: request.name, created_at: Timestamp::now() };
+    let tenant = Tenant {
+        id: TenantId::generate(),
+        name: request.name,
+        created_at: Timestamp::now(),
+    };
     state.store().create_tenant(&tenant).await?;
     tracing::info!(tenant = %tenant.id, name = %tenant.name, "tenant created");
     Ok((StatusCode::CREATED, axum::Json(tenant_body(tenant))))
@@ -47,7 +55,9 @@ pub(crate) async fn list_tenants(
 ) -> ApiResult<axum::Json<TenantList>> {
     authorize(&state, &caller, Action::TenantList, Resource::Deployment)?;
     let tenants = state.store().list_tenants().await?;
-    Ok(axum::Json(TenantList { items: tenants.into_iter().map(tenant_body).collect() }))
+    Ok(axum::Json(TenantList {
+        items: tenants.into_iter().map(tenant_body).collect(),
+    }))
 }
 
 /// Get a tenant: the caller's own, or any for the system admin.
@@ -60,7 +70,16 @@ pub(crate) async fn get_tenant(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantBody>> {
     let id = caller.visible_tenant(Some(parse_id::<TenantId>(&id, "tenant")?))?;
-    let tenant = state.store().get_tenant(id).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
-    authorize(&state, &caller, Action::TenantRead, Resource::Tenant(tenant.id))?;
+    let tenant = state
+        .store()
+        .get_tenant(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    authorize(
+        &state,
+        &caller,
+        Action::TenantRead,
+        Resource::Tenant(tenant.id),
+    )?;
     Ok(axum::Json(tenant_body(tenant)))
 }

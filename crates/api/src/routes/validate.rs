@@ -8,8 +8,13 @@ use crate::error::{ApiError, ApiResult};
 /// with a letter or digit, so they are safe in metrics labels, paths and policies.
 pub(crate) fn slug(field: &str, value: &str) -> ApiResult<()> {
     let valid = (1..=63).contains(&value.len())
-        && value.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if valid {
         Ok(())
     } else {
@@ -35,11 +40,15 @@ pub(crate) const MAX_LABELS: usize = 64;
 
 pub(crate) fn labels(labels: &Labels) -> ApiResult<()> {
     if labels.len() > MAX_LABELS {
-        return Err(ApiError::validation(format!("at most {MAX_LABELS} labels are allowed")));
+        return Err(ApiError::validation(format!(
+            "at most {MAX_LABELS} labels are allowed"
+        )));
     }
     for (key, value) in labels {
         let key_ok = (1..=63).contains(&key.len())
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
         if !key_ok {
             return Err(ApiError::validation(format!(
                 "label key `{key}` must be 1 to 63 characters of A-Z, a-z, 0-9, `.`, `_`, `/`, `-`"

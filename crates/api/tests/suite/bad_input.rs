@@ -72,21 +72,44 @@ async fn bad_bodies_are_refused(backend: TestBackend) {
     let before = snapshot(&server, &id).await;
     let json_type = Some("application/json");
     let cases = [
-        ("/v1/sessions", r#"{"workload_class": "coding", "environment": "#),
+        (
+            "/v1/sessions",
+            r#"{"workload_class": "coding", "environment": "#,
+        ),
         ("/v1/sessions", "not json at all"),
         ("/v1/sessions", ""),
-        ("/v1/sessions", r#"{"workload_class": "coding", "environment": "dev", "colour": "red"}"#),
-        ("/v1/sessions", r#"{"workload_class": 5, "environment": "dev"}"#),
-        ("/v1/sessions", r#"{"workload_class": "coding", "environment": "dev", "labels": ["a"]}"#),
-        ("/v1/sessions", r#"{"workload_class": "coding", "environment": "dev", "labels": {"a": 1}}"#),
+        (
+            "/v1/sessions",
+            r#"{"workload_class": "coding", "environment": "dev", "colour": "red"}"#,
+        ),
+        (
+            "/v1/sessions",
+            r#"{"workload_class": 5, "environment": "dev"}"#,
+        ),
+        (
+            "/v1/sessions",
+            r#"{"workload_class": "coding", "environment": "dev", "labels": ["a"]}"#,
+        ),
+        (
+            "/v1/sessions",
+            r#"{"workload_class": "coding", "environment": "dev", "labels": {"a": 1}}"#,
+        ),
         ("/v1/sessions", r#"{"workload_class": "coding"}"#),
         ("/v1/sessions", "[]"),
+        // Positional (array) forms of otherwise valid requests: a body is an object.
+        ("/v1/sessions", r#"["coding", "dev"]"#),
+        ("/v1/sessions", r#"["coding", "dev", {}]"#),
+        ("/v1/tenants", r#"["acme"]"#),
+        ("/v1/keys", r#"[null, "operator", "x"]"#),
         ("/v1/sessions", "null"),
         ("/v1/tenants", r#"{"name": "acme", "region": "eu"}"#),
         ("/v1/tenants", r#"{"name": 7}"#),
         ("/v1/tenants", "{}"),
         ("/v1/keys", r#"{"role": "operator"}"#),
-        ("/v1/keys", r#"{"role": "operator", "name": "x", "scopes": []}"#),
+        (
+            "/v1/keys",
+            r#"{"role": "operator", "name": "x", "scopes": []}"#,
+        ),
         ("/v1/keys", r#"{"role": "superuser", "name": "x"}"#),
         ("/v1/keys", r#"{"role": "Admin", "name": "x"}"#),
         ("/v1/keys", r#"{"role": 1, "name": "x"}"#),
@@ -98,7 +121,11 @@ async fn bad_bodies_are_refused(backend: TestBackend) {
     }
     // A body that is not declared JSON.
     let valid = r#"{"workload_class": "coding", "environment": "dev"}"#;
-    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
         for path in ["/v1/sessions", "/v1/tenants", "/v1/keys"] {
             let reply = raw_post(&admin, path, content_type, valid).await;
             reply.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
@@ -125,10 +152,14 @@ async fn oversized_bodies_are_refused(backend: TestBackend) {
         .request(Method::POST, "/v1/sessions")
         .header(cordon_api::IDEMPOTENCY_KEY, "big")
         .json(&body);
-    Client::send(request).await.expect_error(413, "REQUEST_BODY_TOO_LARGE");
+    Client::send(request)
+        .await
+        .expect_error(413, "REQUEST_BODY_TOO_LARGE");
     // And on a transition, whose body is optional.
     let reason = json!({"reason": filler});
-    let reply = admin.post(&format!("/v1/sessions/{id}/checkpoint"), &reason).await;
+    let reply = admin
+        .post(&format!("/v1/sessions/{id}/checkpoint"), &reason)
+        .await;
     reply.expect_error(413, "REQUEST_BODY_TOO_LARGE");
     assert_unchanged(&server, &before, &id).await;
     // The key was not burnt: it can still be used for a normal request.
@@ -150,17 +181,50 @@ async fn invalid_values_are_refused(backend: TestBackend) {
         (0..65).map(|i| (format!("k{i}"), "v".to_owned())).collect();
     let long_value: BTreeMap<&str, String> = [("k", "v".repeat(256))].into_iter().collect();
     let cases = [
-        (json!({"workload_class": "Coding", "environment": "dev"}), "workload_class"),
-        (json!({"workload_class": "", "environment": "dev"}), "workload_class"),
-        (json!({"workload_class": "-coding", "environment": "dev"}), "workload_class"),
-        (json!({"workload_class": "a".repeat(64), "environment": "dev"}), "workload_class"),
-        (json!({"workload_class": "coding", "environment": "prod env"}), "environment"),
-        (json!({"workload_class": "coding", "environment": "dév"}), "environment"),
-        (json!({"workload_class": "coding", "environment": "dev", "labels": too_many}), "labels"),
-        (json!({"workload_class": "coding", "environment": "dev", "labels": {"": "v"}}), "label"),
-        (json!({"workload_class": "coding", "environment": "dev", "labels": {"a b": "v"}}), "a b"),
-        (json!({"workload_class": "coding", "environment": "dev", "labels": long_value}), "`k`"),
-        (json!({"workload_class": "coding", "environment": "dev", "labels": {"k": "a\nb"}}), "`k`"),
+        (
+            json!({"workload_class": "Coding", "environment": "dev"}),
+            "workload_class",
+        ),
+        (
+            json!({"workload_class": "", "environment": "dev"}),
+            "workload_class",
+        ),
+        (
+            json!({"workload_class": "-coding", "environment": "dev"}),
+            "workload_class",
+        ),
+        (
+            json!({"workload_class": "a".repeat(64), "environment": "dev"}),
+            "workload_class",
+        ),
+        (
+            json!({"workload_class": "coding", "environment": "prod env"}),
+            "environment",
+        ),
+        (
+            json!({"workload_class": "coding", "environment": "dév"}),
+            "environment",
+        ),
+        (
+            json!({"workload_class": "coding", "environment": "dev", "labels": too_many}),
+            "labels",
+        ),
+        (
+            json!({"workload_class": "coding", "environment": "dev", "labels": {"": "v"}}),
+            "label",
+        ),
+        (
+            json!({"workload_class": "coding", "environment": "dev", "labels": {"a b": "v"}}),
+            "a b",
+        ),
+        (
+            json!({"workload_class": "coding", "environment": "dev", "labels": long_value}),
+            "`k`",
+        ),
+        (
+            json!({"workload_class": "coding", "environment": "dev", "labels": {"k": "a\nb"}}),
+            "`k`",
+        ),
     ];
     for (body, named) in cases {
         let reply = admin.post("/v1/sessions", &body).await;
@@ -177,16 +241,20 @@ async fn invalid_values_are_refused(backend: TestBackend) {
         assert!(message.contains(named), "{message}");
     }
     for name in [String::new(), "n".repeat(129), "line\nbreak".to_owned()] {
-        let reply = admin.post("/v1/keys", &json!({"role": "operator", "name": name})).await;
+        let reply = admin
+            .post("/v1/keys", &json!({"role": "operator", "name": name}))
+            .await;
         let message = reply.expect_error(400, "VALIDATION_FAILED");
         assert!(message.contains("name"), "{message}");
     }
     assert_unchanged(&server, &before, &id).await;
 
     // At the limits is fine: 64 labels with 255-byte values, a 63-character slug.
-    let most: BTreeMap<String, String> =
-        (0..64).map(|i| (format!("k{i}"), "v".repeat(255))).collect();
-    let body = json!({"workload_class": "a".repeat(63), "environment": "0.dev_x-y", "labels": most});
+    let most: BTreeMap<String, String> = (0..64)
+        .map(|i| (format!("k{i}"), "v".repeat(255)))
+        .collect();
+    let body =
+        json!({"workload_class": "a".repeat(63), "environment": "0.dev_x-y", "labels": most});
     let created = admin.post("/v1/sessions", &body).await;
     assert_eq!(created.expect(201)["labels"].as_object().unwrap().len(), 64);
 }
@@ -203,12 +271,17 @@ async fn bad_transition_bodies_are_refused(backend: TestBackend) {
         r#"{"why": "x"}"#,
         r#"{"reason": "x", "force": true}"#,
         "[]",
+        r#"["x"]"#,
+        "null",
+        r#""x""#,
     ] {
         let reply = raw_post(&admin, &path, json_type, body).await;
         reply.expect_error(400, "REQUEST_BODY_INVALID");
     }
-    let reply = raw_post(&admin, &path, None, r#"{"reason": "x"}"#).await;
-    reply.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    for content_type in [None, Some("text/plain"), Some("application/jsonx")] {
+        let reply = raw_post(&admin, &path, content_type, r#"{"reason": "x"}"#).await;
+        reply.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    }
     for reason in [String::new(), "r".repeat(1025), "new\nline".to_owned()] {
         let reply = admin.post(&path, &json!({"reason": reason})).await;
         let message = reply.expect_error(400, "VALIDATION_FAILED");
@@ -217,13 +290,21 @@ async fn bad_transition_bodies_are_refused(backend: TestBackend) {
     assert_unchanged(&server, &before, &id).await;
     // An empty body with a JSON content type, and `{}`, are the same as no body.
     raw_post(&admin, &path, json_type, "").await.expect(200);
-    raw_post(&admin, &format!("/v1/sessions/{id}/resume"), json_type, "{}")
-        .await
-        .expect(200);
+    raw_post(
+        &admin,
+        &format!("/v1/sessions/{id}/resume"),
+        json_type,
+        "{}",
+    )
+    .await
+    .expect(200);
     let reason = "r".repeat(1024);
     let reply = admin.post(&path, &json!({"reason": reason})).await;
     assert_eq!(reply.expect(200)["phase"], "checkpointed");
-    assert_eq!(admin.events(&id).await.last().unwrap()["reason"], reason.as_str());
+    assert_eq!(
+        admin.events(&id).await.last().unwrap()["reason"],
+        reason.as_str()
+    );
 }
 
 async fn malformed_and_unknown_ids_are_not_found(backend: TestBackend) {
@@ -270,7 +351,10 @@ async fn malformed_and_unknown_ids_are_not_found(backend: TestBackend) {
     // A tenant id in a body or query that does not exist, or is not an id.
     for bad in ["nope", "ten_00000000000000000000000000000000"] {
         let body = json!({"role": "operator", "name": "x", "tenant_id": bad});
-        admin.post("/v1/keys", &body).await.expect_error(404, "NOT_FOUND");
+        admin
+            .post("/v1/keys", &body)
+            .await
+            .expect_error(404, "NOT_FOUND");
         admin
             .get(&format!("/v1/keys?tenant_id={bad}"))
             .await
@@ -324,7 +408,10 @@ async fn bad_queries_are_refused(backend: TestBackend) {
     // The limits themselves are accepted.
     admin.get("/v1/sessions?limit=1").await.expect(200);
     admin.get("/v1/sessions?limit=1000").await.expect(200);
-    admin.get(&format!("{events}?limit=1000&cursor=0")).await.expect(200);
+    admin
+        .get(&format!("{events}?limit=1000&cursor=0"))
+        .await
+        .expect(200);
     assert_unchanged(&server, &before, &id).await;
 }
 

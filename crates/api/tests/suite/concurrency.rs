@@ -4,7 +4,10 @@ use cordon_test_support::TestBackend;
 
 use super::TestServer;
 
-backend_tests!(concurrent_activations_succeed_once, concurrent_mixed_actions_stay_consistent);
+backend_tests!(
+    concurrent_activations_succeed_once,
+    concurrent_mixed_actions_stay_consistent
+);
 
 const RACERS: usize = 8;
 
@@ -17,7 +20,11 @@ async fn concurrent_activations_succeed_once(backend: TestBackend) {
 
     let mut tasks = tokio::task::JoinSet::new();
     for racer in 0..RACERS {
-        let client = if racer % 2 == 0 { admin.clone() } else { operator.clone() };
+        let client = if racer % 2 == 0 {
+            admin.clone()
+        } else {
+            operator.clone()
+        };
         let id = id.clone();
         tasks.spawn(async move { client.act(&id, "activate").await });
     }
@@ -37,7 +44,10 @@ async fn concurrent_activations_succeed_once(backend: TestBackend) {
     assert_eq!((activated, refused), (1, RACERS - 1));
 
     let events = admin.events(&id).await;
-    let activations = events.iter().filter(|event| event["to"] == "active").count();
+    let activations = events
+        .iter()
+        .filter(|event| event["to"] == "active")
+        .count();
     assert_eq!(activations, 1, "{events:?}");
     assert_eq!(events.len(), 2);
     let stored = admin.session(&id).await;

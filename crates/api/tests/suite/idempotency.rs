@@ -37,13 +37,24 @@ async fn same_key_same_body_replays(backend: TestBackend) {
 
     for _ in 0..2 {
         let again = post_with_key(&admin, "/v1/sessions", "create-1", &session_request()).await;
-        assert_eq!(again.expect(201), &created, "the replay is the first response");
+        assert_eq!(
+            again.expect(201),
+            &created,
+            "the replay is the first response"
+        );
         assert!(again.replayed(), "{:?}", again.headers);
         assert_eq!(again.header("content-type"), Some("application/json"));
-        assert_ne!(again.request_id(), first.request_id(), "a replay is its own request");
+        assert_ne!(
+            again.request_id(),
+            first.request_id(),
+            "a replay is its own request"
+        );
     }
     assert_eq!(server.session_count().await, 1);
-    assert_eq!(admin.session_ids("").await, [created["id"].as_str().unwrap()]);
+    assert_eq!(
+        admin.session_ids("").await,
+        [created["id"].as_str().unwrap()]
+    );
     // The same key on a GET is not an idempotent request and changes nothing.
     let list = Client::send(
         admin
@@ -121,7 +132,10 @@ async fn transition_replays(backend: TestBackend) {
     assert_eq!(again.expect(200), &activated);
     assert_eq!(admin.events(id).await, events);
     // Without the key the action really runs, and is refused.
-    admin.act(id, "activate").await.expect_error(409, "SESSION_INVALID_TRANSITION");
+    admin
+        .act(id, "activate")
+        .await
+        .expect_error(409, "SESSION_INVALID_TRANSITION");
     // The key on another action's path is a reuse.
     let checkpoint = format!("/v1/sessions/{id}/checkpoint");
     post_with_key(&admin, &checkpoint, "activate-once", &body)
@@ -189,7 +203,10 @@ async fn concurrent_identical_requests_create_one_session(backend: TestBackend) 
     }
     assert_eq!(originals.len(), 1, "exactly one request ran: {originals:?}");
     assert_eq!(originals.len() + replays.len() + in_flight, RACERS);
-    assert!(replays.iter().all(|id| *id == originals[0]), "{replays:?} vs {originals:?}");
+    assert!(
+        replays.iter().all(|id| *id == originals[0]),
+        "{replays:?} vs {originals:?}"
+    );
     assert_eq!(server.session_count().await, 1);
     // Once settled, the key replays.
     let after = post_with_key(&admin, "/v1/sessions", "race", &session_request()).await;

@@ -54,7 +54,6 @@ pub static METRICS_SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_ne
 
 /// A running API server on a loopback port with its own empty (but bootstrapped) store.
 pub struct TestServer {
-    pub backend: TestBackend,
     pub base: String,
     pub store: Arc<dyn Store>,
     /// The id of the bootstrap system admin key.
@@ -104,7 +103,6 @@ impl TestServer {
             .build()
             .expect("http client");
         TestServer {
-            backend,
             base: format!("http://{addr}"),
             store,
             admin_key_id,
@@ -162,7 +160,10 @@ impl TestServer {
 
     /// A new tenant created by the system admin.
     pub async fn create_tenant(&self, name: &str) -> Value {
-        let reply = self.admin().post("/v1/tenants", &json!({"name": name})).await;
+        let reply = self
+            .admin()
+            .post("/v1/tenants", &json!({"name": name}))
+            .await;
         let tenant = reply.expect(201).clone();
         assert_eq!(tenant["name"], name);
         tenant
@@ -183,7 +184,11 @@ impl TestServer {
 
     /// Sessions in the store, over all tenants, read behind the API's back.
     pub async fn session_count(&self) -> u64 {
-        let counts = self.store.count_sessions_by_phase().await.expect("count sessions");
+        let counts = self
+            .store
+            .count_sessions_by_phase()
+            .await
+            .expect("count sessions");
         counts.iter().map(|(_, count)| count).sum()
     }
 
@@ -226,7 +231,9 @@ impl Client {
         };
         // Every response, success or error, carries its request id.
         assert!(
-            reply.header(cordon_api::REQUEST_ID_HEADER).is_some_and(|id| !id.is_empty()),
+            reply
+                .header(cordon_api::REQUEST_ID_HEADER)
+                .is_some_and(|id| !id.is_empty()),
             "response without x-request-id: {reply:?}"
         );
         reply
