@@ -5,7 +5,7 @@
 //! egress, artifacts, workflows) are composed here. Knows nothing of HTTP or JSON.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use cordon_core::{
@@ -24,6 +24,9 @@ pub enum ControlError {
     InvalidTransition(#[from] TransitionError),
     #[error("session {} is being written by node `{}` until {}", .0.session_id, .0.holder, .0.expires_at)]
     LeaseHeld(Lease),
+    /// The session kept changing under this write; nothing was written.
+    #[error("the session changed concurrently; retry")]
+    Conflict,
     #[error(transparent)]
     Store(StoreError),
 }
@@ -44,6 +47,7 @@ impl ControlError {
             ControlError::NotFound => ReasonCode::NotFound,
             ControlError::InvalidTransition(_) => ReasonCode::SessionInvalidTransition,
             ControlError::LeaseHeld(_) => ReasonCode::SessionLeaseHeld,
+            ControlError::Conflict => ReasonCode::SessionConflict,
             ControlError::Store(error) => error.reason(),
         }
     }
@@ -81,6 +85,8 @@ struct Inner {
     /// Leases this node holds, so that consecutive writes skip re-acquiring. Entries
     /// expire with their lease; nothing here is needed for correctness.
     leases: Mutex<HashMap<SessionId, Lease>>,
+    /// Per-session turn-taking for this node's writers.
+    session_locks: Mutex<HashMap<SessionId, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 /// How many times a transition is retried when the session moved under it.
@@ -95,6 +101,7 @@ impl Control {
                 store,
                 options,
                 leases: Mutex::new(HashMap::new()),
+                session_locks: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -132,8 +139,12 @@ impl Control {
         reason: Option<String>,
     ) -> Result<Session> {
         let store = &self.inner.store;
+        // One writer per session on this node: concurrent requests queue here instead
+        // of racing each other in the store (other nodes are kept out by the lease).
+        let lock = self.session_lock(session.id);
+        let _turn = lock.lock().await;
         let mut current = session.clone();
-        for _ in 0..CONCURRENT_CHANGE_RETRIES {
+        for attempt in 0..=CONCURRENT_CHANGE_RETRIES {
             let to = current.phase.apply(action)?;
             let lease = self.lease_for(current.tenant_id, current.id).await?;
             let transition = Transition {
@@ -153,12 +164,15 @@ impl Control {
                     }
                     return Ok(updated);
                 }
-                Err(StoreError::PhaseChanged { .. }) => {
+                // The caller's read is older than the store: check the action again
+                // against the phase the session is in now.
+                Err(StoreError::PhaseChanged { .. }) if attempt < CONCURRENT_CHANGE_RETRIES => {
                     current = store
                         .get_session(current.tenant_id, current.id)
                         .await?
                         .ok_or(ControlError::NotFound)?;
                 }
+                Err(StoreError::PhaseChanged { .. }) => break,
                 Err(StoreError::LeaseFenced {
                     presented,
                     current: newer,
@@ -175,10 +189,25 @@ impl Control {
                 Err(other) => return Err(other.into()),
             }
         }
-        Err(ControlError::Store(StoreError::PhaseChanged {
-            expected: current.phase,
-            current: current.phase,
-        }))
+        Err(ControlError::Conflict)
+    }
+
+    /// The lock that makes this node's writes to one session take turns. Entries are
+    /// weak, so a session nobody is writing costs nothing but a map slot until swept.
+    fn session_lock(&self, session_id: SessionId) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut locks) = self.inner.session_locks.lock() else {
+            // A poisoned map only loses the queueing; the store still decides.
+            return Arc::new(tokio::sync::Mutex::new(()));
+        };
+        if let Some(lock) = locks.get(&session_id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if locks.len() >= LEASE_CACHE_SWEEP_AT {
+            locks.retain(|_, lock| lock.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(session_id, Arc::downgrade(&lock));
+        lock
     }
 
     /// This node's lease on the session: cached while it has more than half its life

@@ -166,6 +166,35 @@ pub struct NewSession {
     pub created_at: Timestamp,
 }
 
+impl NewSession {
+    /// The record and first event of the session as created by `actor`.
+    pub fn created(&self, actor: &str) -> (Session, SessionEvent) {
+        let session = Session {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            owner: self.owner,
+            workload_class: self.workload_class.clone(),
+            environment: self.environment.clone(),
+            labels: self.labels.clone(),
+            policy_version: self.policy_version.clone(),
+            phase: Phase::Created,
+            version: 1,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        };
+        let event = SessionEvent {
+            session_id: self.id,
+            seq: 1,
+            actor: actor.to_owned(),
+            from: None,
+            to: Phase::Created,
+            reason: None,
+            at: self.created_at,
+        };
+        (session, event)
+    }
+}
+
 /// A session's control record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {

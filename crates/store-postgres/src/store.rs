@@ -459,28 +459,7 @@ impl Store for PostgresStore {
     }
 
     async fn create_session(&self, new: &NewSession, actor: &str) -> Result<Session> {
-        let session = Session {
-            id: new.id,
-            tenant_id: new.tenant_id,
-            owner: new.owner,
-            workload_class: new.workload_class.clone(),
-            environment: new.environment.clone(),
-            labels: new.labels.clone(),
-            policy_version: new.policy_version.clone(),
-            phase: Phase::Created,
-            version: 1,
-            created_at: new.created_at,
-            updated_at: new.created_at,
-        };
-        let event = SessionEvent {
-            session_id: new.id,
-            seq: 1,
-            actor: actor.to_owned(),
-            from: None,
-            to: Phase::Created,
-            reason: None,
-            at: new.created_at,
-        };
+        let (session, event) = new.created(actor);
         let labels = serde_json::to_string(&session.labels)
             .map_err(|error| StoreError::Backend(error.to_string()))?;
         let mut tx = self.pool.begin().await.map_err(sql)?;
