@@ -2,11 +2,17 @@
 
 use cordon_test_support::TestBackend;
 
+use std::time::Duration;
+
+use cordon_core::{SessionId, TenantId, Timestamp};
+use cordon_store::LeaseOutcome;
+
 use super::TestServer;
 
 backend_tests!(
     concurrent_activations_succeed_once,
-    concurrent_mixed_actions_stay_consistent
+    concurrent_mixed_actions_stay_consistent,
+    a_node_that_lost_its_lease_is_fenced_off,
 );
 
 const RACERS: usize = 8;
@@ -90,4 +96,49 @@ async fn concurrent_mixed_actions_stay_consistent(backend: TestBackend) {
     for pair in events.windows(2) {
         assert_eq!(pair[1]["from"], pair[0]["to"], "{events:?}");
     }
+}
+
+/// Another node takes the session's lease over (here: the store is told it is an hour
+/// later, so the server's lease has expired) while this server still trusts its cached
+/// lease. The server's next write carries the old fencing token and is refused with
+/// SESSION_LEASE_FENCED, changing nothing; while the other node's lease is live, the
+/// server's retry is SESSION_LEASE_HELD.
+async fn a_node_that_lost_its_lease_is_fenced_off(backend: TestBackend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.admin();
+    let session = admin.create_session("coding", "dev").await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    admin.act(&id, "activate").await.expect(200);
+
+    let tenant_id: TenantId = session["tenant_id"].as_str().unwrap().parse().unwrap();
+    let session_id: SessionId = id.parse().unwrap();
+    let an_hour_later = Timestamp::now().saturating_add_micros(3_600_000_000);
+    let takeover = server
+        .store
+        .acquire_lease(
+            tenant_id,
+            session_id,
+            "other-node",
+            Duration::from_secs(7200),
+            an_hour_later,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(takeover, LeaseOutcome::Acquired(ref lease) if lease.token == 2),
+        "{takeover:?}"
+    );
+
+    admin
+        .act(&id, "checkpoint")
+        .await
+        .expect_error(409, "SESSION_LEASE_FENCED");
+    admin
+        .act(&id, "checkpoint")
+        .await
+        .expect_error(409, "SESSION_LEASE_HELD");
+    let stored = admin.session(&id).await;
+    assert_eq!(stored["phase"], "active");
+    assert_eq!(stored["version"], 2);
+    assert_eq!(admin.events(&id).await.len(), 2);
 }
