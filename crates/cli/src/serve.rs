@@ -64,6 +64,7 @@ pub struct RunningServer {
     pub sqlite: Option<SqliteStore>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    housekeeping: tokio::task::JoinHandle<()>,
     _lock: std::fs::File,
 }
 
@@ -71,6 +72,7 @@ impl RunningServer {
     /// Stops accepting, finishes in-flight requests and returns.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
+        self.housekeeping.abort();
         self.task
             .await
             .context("server task failed")?
@@ -183,6 +185,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             })
             .await
     });
+    let housekeeping = tokio::spawn(purge_idempotency_records(Arc::clone(&store)));
     tracing::info!(%node_id, "listening on http://{addr}");
     Ok(RunningServer {
         addr,
@@ -191,8 +194,45 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         sqlite,
         shutdown,
         task,
+        housekeeping,
         _lock: lock,
     })
+}
+
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often expired idempotency records are looked for.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10 * 60);
+/// Records deleted per statement, so a backlog never holds the writer long.
+const PURGE_CHUNK: u32 = 5_000;
+
+/// Deletes idempotency records past their retention, every few minutes, in chunks.
+/// Every node may run it; deleting an already deleted record is a no-op.
+async fn purge_idempotency_records(store: Arc<dyn Store>) {
+    let mut ticks = tokio::time::interval(HOUSEKEEPING_EVERY);
+    loop {
+        ticks.tick().await;
+        let cutoff = cordon_core::Timestamp::now()
+            .saturating_add_micros(-cordon_store::duration_micros(IDEMPOTENCY_RETENTION));
+        let mut purged = 0;
+        loop {
+            match store.purge_idempotency(cutoff, PURGE_CHUNK).await {
+                Ok(deleted) => {
+                    purged += deleted;
+                    if deleted < u64::from(PURGE_CHUNK) {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "purging expired idempotency records failed");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "expired idempotency records purged");
+        }
+    }
 }
 
 /// One server per data dir: a second one would share the node id and its leases.

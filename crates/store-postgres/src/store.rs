@@ -21,11 +21,18 @@ use crate::rows::{
     self, event_columns, key_columns, lease_columns, session_columns, tenant_columns,
 };
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sql: include_str!("../migrations/0001_foundation.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sql: include_str!("../migrations/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "idempotency_expiry",
+        sql: include_str!("../migrations/0002_idempotency_expiry.sql"),
+    },
+];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations between nodes
 /// starting at the same time ("cordonmg" in ASCII).
@@ -814,6 +821,20 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await
         .map(drop)
+        .map_err(sql)
+    }
+
+    async fn purge_idempotency(&self, created_before: Timestamp, limit: u32) -> Result<u64> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (tenant_id, principal, key) IN (
+                 SELECT tenant_id, principal, key FROM idempotency_keys
+                 WHERE created_at < $1 LIMIT $2)",
+        )
+        .bind(created_before.unix_micros())
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
         .map_err(sql)
     }
 

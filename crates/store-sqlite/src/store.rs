@@ -21,11 +21,18 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::rows::{self, EVENT_COLUMNS, KEY_COLUMNS, SESSION_COLUMNS, TENANT_COLUMNS};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sql: include_str!("../migrations/0001_foundation.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sql: include_str!("../migrations/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "idempotency_expiry",
+        sql: include_str!("../migrations/0002_idempotency_expiry.sql"),
+    },
+];
 
 /// How to open the embedded store.
 #[derive(Debug, Clone)]
@@ -906,6 +913,20 @@ impl Store for SqliteStore {
                 ])
             })
             .map(drop)
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn purge_idempotency(&self, created_before: Timestamp, limit: u32) -> Result<u64> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM idempotency_keys WHERE (tenant_id, principal, key) IN (
+                     SELECT tenant_id, principal, key FROM idempotency_keys
+                     WHERE created_at < ?1 LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![created_before.unix_micros(), limit]))
+            .map(|deleted| deleted as u64)
             .map_err(sql)
         })
         .await

@@ -199,6 +199,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<()>;
     /// Drops a pending claim (the request failed in a way worth retrying).
     async fn idempotency_abandon(&self, scope: &IdempotencyScope) -> Result<()>;
+    /// Deletes at most `limit` idempotency records claimed before `created_before`,
+    /// finished or not, and returns how many it deleted.
+    async fn purge_idempotency(&self, created_before: Timestamp, limit: u32) -> Result<u64>;
 }
 
 /// Maps a duration to whole microseconds, saturating.

@@ -1561,6 +1561,48 @@ pub async fn idempotency_abandon_allows_retry(store: Arc<dyn Store>) {
 
 /// A pending claim older than `stale_after` is taken over (exactly at the boundary), and
 /// the takeover starts a fresh claim; a different request is still a mismatch.
+/// Records older than the cut-off go, finished or pending, at most `limit` per call;
+/// younger ones stay and keep replaying.
+pub async fn idempotency_records_expire(store: Arc<dyn Store>) {
+    let (tenant, caller) = tenant_with_key(&*store, "a").await;
+    let response = RecordedResponse {
+        status: 201,
+        body: b"{}".to_vec(),
+    };
+    for (index, claimed_at) in [0, 1, 2, 100].into_iter().enumerate() {
+        let scope = fixtures::scope(tenant.id, caller.id, &format!("req-{index}"));
+        let start = store
+            .idempotency_begin(&scope, &[7; 32], at(claimed_at), STALE_AFTER)
+            .await;
+        assert_eq!(ok(start, "begin"), IdempotencyStart::Proceed);
+        if index != 1 {
+            let done = store
+                .idempotency_complete(&scope, &response, at(claimed_at))
+                .await;
+            ok(done, "complete");
+        }
+    }
+    assert_eq!(ok(store.purge_idempotency(at(50), 2).await, "purge"), 2);
+    assert_eq!(ok(store.purge_idempotency(at(50), 2).await, "purge"), 1);
+    assert_eq!(ok(store.purge_idempotency(at(50), 2).await, "purge"), 0);
+    for index in 0..3 {
+        let scope = fixtures::scope(tenant.id, caller.id, &format!("req-{index}"));
+        let start = store
+            .idempotency_begin(&scope, &[8; 32], at(200), STALE_AFTER)
+            .await;
+        assert_eq!(
+            ok(start, "begin"),
+            IdempotencyStart::Proceed,
+            "req-{index} was purged"
+        );
+    }
+    let young = fixtures::scope(tenant.id, caller.id, "req-3");
+    let start = store
+        .idempotency_begin(&young, &[7; 32], at(200), STALE_AFTER)
+        .await;
+    assert_eq!(ok(start, "begin"), IdempotencyStart::Replay(response));
+}
+
 pub async fn idempotency_stale_claim_taken_over(store: Arc<dyn Store>) {
     let (tenant, caller) = tenant_with_key(&*store, "a").await;
     let scope = fixtures::scope(tenant.id, caller.id, "req-1");

@@ -78,5 +78,6 @@ conformance_tests![
     idempotency_lifecycle,
     idempotency_abandon_allows_retry,
     idempotency_stale_claim_taken_over,
+    idempotency_records_expire,
     concurrent_idempotency_begins,
 ];

@@ -23,6 +23,14 @@ async fn applied(url: &str) -> sqlx::Result<Vec<(i64, String)>> {
     Ok(rows)
 }
 
+/// The migrations this binary ships, each applied once.
+fn every_migration() -> Vec<(i64, String)> {
+    vec![
+        (1, "foundation".to_owned()),
+        (2, "idempotency_expiry".to_owned()),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_starting_together_migrate_once() {
     let database = fresh_postgres_database().await;
@@ -36,19 +44,13 @@ async fn nodes_starting_together_migrate_once() {
         store.ping().await.unwrap();
         store.close().await;
     }
-    assert_eq!(
-        applied(database.url()).await.unwrap(),
-        vec![(1, "foundation".to_owned())]
-    );
+    assert_eq!(applied(database.url()).await.unwrap(), every_migration());
 
     // A restart finds nothing to do.
     let store = connect(database.url()).await.unwrap();
     assert!(store.list_tenants().await.unwrap().is_empty());
     store.close().await;
-    assert_eq!(
-        applied(database.url()).await.unwrap(),
-        vec![(1, "foundation".to_owned())]
-    );
+    assert_eq!(applied(database.url()).await.unwrap(), every_migration());
 }
 
 #[tokio::test]
