@@ -21,6 +21,9 @@ use crate::extract::body_too_large;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Set on a response that is a replay of a recorded one.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Set on a response to a request whose key an earlier, unfinished attempt had claimed:
+/// the work ran again, and the earlier attempt may have taken effect too.
+pub const IDEMPOTENT_RETAKEN: &str = "idempotent-retaken";
 /// Recorded responses larger than this are not kept (the request is still answered).
 const MAX_RECORDED_BODY: usize = 1 << 20;
 
@@ -90,7 +93,16 @@ pub(crate) async fn idempotency(
             ReasonCode::IdempotencyKeyInFlight,
             "a request with this Idempotency-Key is still in progress; retry shortly",
         )),
-        IdempotencyStart::Proceed => {
+        start @ (IdempotencyStart::Proceed | IdempotencyStart::TakeOver) => {
+            let retaken = start == IdempotencyStart::TakeOver;
+            if retaken {
+                tracing::warn!(
+                    key = %scope.key,
+                    principal = %scope.principal,
+                    "an earlier attempt with this Idempotency-Key never finished; running again, \
+                     and that attempt may already have taken effect"
+                );
+            }
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
@@ -116,7 +128,13 @@ pub(crate) async fn idempotency(
                     .idempotency_complete(&scope, &recorded, Timestamp::now())
                     .await?;
             }
-            Ok(Response::from_parts(parts, Body::from(bytes)))
+            let mut response = Response::from_parts(parts, Body::from(bytes));
+            if retaken {
+                response
+                    .headers_mut()
+                    .insert(IDEMPOTENT_RETAKEN, HeaderValue::from_static("true"));
+            }
+            Ok(response)
         }
     }
 }

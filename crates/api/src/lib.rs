@@ -21,7 +21,7 @@ use cordon_store::Store;
 
 pub use auth::{BootstrapError, BootstrapOutcome, bootstrap, generate_token, needs_bootstrap};
 pub use error::{ApiError, status_for};
-pub use idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IDEMPOTENT_RETAKEN};
 pub use telemetry::{REQUEST_ID_HEADER, prometheus};
 
 /// Limits and knobs of the API.

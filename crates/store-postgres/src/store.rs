@@ -790,7 +790,7 @@ impl Store for PostgresStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(sql)?;
-                    IdempotencyStart::Proceed
+                    IdempotencyStart::TakeOver
                 }
                 None => IdempotencyStart::InFlight,
             };

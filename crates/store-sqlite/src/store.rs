@@ -881,7 +881,7 @@ impl Store for SqliteStore {
                         ])
                     })
                     .map_err(sql)?;
-                    IdempotencyStart::Proceed
+                    IdempotencyStart::TakeOver
                 }
                 Some(_) => IdempotencyStart::InFlight,
             };

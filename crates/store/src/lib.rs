@@ -108,8 +108,11 @@ pub struct RecordedResponse {
 /// What to do with a request that carries an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyStart {
-    /// First time (or a stale, abandoned attempt): process it, then `idempotency_complete`.
+    /// First time: process it, then `idempotency_complete`.
     Proceed,
+    /// An earlier attempt claimed the key and never finished (it crashed or hung past
+    /// `stale_after`): process it, but that attempt may already have taken effect.
+    TakeOver,
     /// Seen and finished: send the recorded response again.
     Replay(RecordedResponse),
     /// The key was used for a different request.

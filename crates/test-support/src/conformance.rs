@@ -1630,7 +1630,7 @@ pub async fn idempotency_stale_claim_taken_over(store: Arc<dyn Store>) {
     );
     assert_eq!(
         begin([1; 32], at_micros(stale_micros)).await,
-        IdempotencyStart::Proceed
+        IdempotencyStart::TakeOver
     );
     // The takeover renewed the claim.
     assert_eq!(
@@ -1639,7 +1639,7 @@ pub async fn idempotency_stale_claim_taken_over(store: Arc<dyn Store>) {
     );
     assert_eq!(
         begin([1; 32], at_micros(2 * stale_micros)).await,
-        IdempotencyStart::Proceed
+        IdempotencyStart::TakeOver
     );
 
     let response = RecordedResponse {
@@ -1663,7 +1663,10 @@ pub async fn concurrent_idempotency_begins(store: Arc<dyn Store>) {
     let (tenant, caller) = tenant_with_key(&*store, "a").await;
     let scope = fixtures::scope(tenant.id, caller.id, "req-1");
 
-    for now in [at(0), at(1_000)] {
+    for (now, first) in [
+        (at(0), IdempotencyStart::Proceed),
+        (at(1_000), IdempotencyStart::TakeOver),
+    ] {
         let mut tasks = JoinSet::new();
         for _ in 0..REQUESTS {
             let (store, scope) = (Arc::clone(&store), scope.clone());
@@ -1677,10 +1680,7 @@ pub async fn concurrent_idempotency_begins(store: Arc<dyn Store>) {
             });
         }
         let starts = tasks.join_all().await;
-        let proceeds = starts
-            .iter()
-            .filter(|s| **s == IdempotencyStart::Proceed)
-            .count();
+        let proceeds = starts.iter().filter(|s| **s == first).count();
         let in_flight = starts
             .iter()
             .filter(|s| **s == IdempotencyStart::InFlight)

@@ -14,6 +14,7 @@ backend_tests!(
     transition_replays,
     invalid_keys_are_refused,
     concurrent_identical_requests_create_one_session,
+    a_claim_left_by_a_crash_is_retaken_visibly,
 );
 
 async fn post_with_key(client: &Client, path: &str, key: &str, body: &Value) -> Reply {
@@ -212,4 +213,52 @@ async fn concurrent_identical_requests_create_one_session(backend: TestBackend) 
     let after = post_with_key(&admin, "/v1/sessions", "race", &session_request()).await;
     assert!(after.replayed());
     assert_eq!(after.expect(201)["id"], originals[0]);
+}
+
+/// A claim left pending by an attempt that never finished (the server died mid-request)
+/// is taken over once stale: the request runs, and the response says so with
+/// `idempotent-retaken`, so the client knows the first attempt may have taken effect.
+async fn a_claim_left_by_a_crash_is_retaken_visibly(backend: TestBackend) {
+    use sha2::{Digest, Sha256};
+
+    let server = TestServer::start(backend).await;
+    let admin = server.admin();
+    let body = json!({"workload_class": "coding", "environment": "dev"});
+    let mut fingerprint = Sha256::new();
+    fingerprint.update(b"POST\0/v1/sessions\0");
+    fingerprint.update(serde_json::to_vec(&body).unwrap());
+    let scope = cordon_store::IdempotencyScope {
+        tenant_id: server.default_tenant_id().await.parse().unwrap(),
+        principal: server.admin_key_id.parse().unwrap(),
+        key: "crashed-attempt".into(),
+    };
+    let an_hour_ago = cordon_core::Timestamp::now().saturating_add_micros(-3_600_000_000);
+    let claimed = server
+        .store
+        .idempotency_begin(
+            &scope,
+            &fingerprint.finalize().into(),
+            an_hour_ago,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed, cordon_store::IdempotencyStart::Proceed);
+
+    let send = || {
+        Client::send(
+            admin
+                .request(Method::POST, "/v1/sessions")
+                .header("idempotency-key", "crashed-attempt")
+                .json(&body),
+        )
+    };
+    let retaken = send().await;
+    let created = retaken.expect(201).clone();
+    assert_eq!(retaken.header(cordon_api::IDEMPOTENT_RETAKEN), Some("true"));
+    let replayed = send().await;
+    assert_eq!(replayed.expect(201), &created);
+    assert!(replayed.replayed());
+    assert_eq!(replayed.header(cordon_api::IDEMPOTENT_RETAKEN), None);
+    assert_eq!(server.session_count().await, 1);
 }
