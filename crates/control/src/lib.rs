@@ -110,10 +110,6 @@ impl Control {
         &self.inner.store
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.inner.options.node_id
-    }
-
     pub async fn create_session(&self, spec: SessionSpec, actor: &str) -> Result<Session> {
         let new = NewSession {
             id: SessionId::generate(),

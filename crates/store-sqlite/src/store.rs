@@ -278,10 +278,6 @@ impl SqliteStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     /// How many transactions the writer committed and how many jobs they carried.
     pub fn write_stats(&self) -> WriteStats {
         WriteStats {
