@@ -77,7 +77,17 @@ pub fn status_for(code: ReasonCode) -> StatusCode {
         | SessionLeaseHeld
         | SessionLeaseFenced
         | SessionConflict
-        | IdempotencyKeyInFlight => StatusCode::CONFLICT,
+        | IdempotencyKeyInFlight
+        | SessionNotActive
+        | SandboxLost => StatusCode::CONFLICT,
+        SandboxPathOutsideWorkspace => StatusCode::BAD_REQUEST,
+        SandboxDiskQuota => StatusCode::INSUFFICIENT_STORAGE,
+        SandboxUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        SandboxStartFailed => StatusCode::INTERNAL_SERVER_ERROR,
+        // Outcomes of a command: reported inside a 200 exec result, never as an error
+        // response (one would be a bug, hence 500).
+        SandboxOomKilled | SandboxPidsLimit | ExecTimeout | ExecCommandNotFound
+        | ExecStartFailed | ExecKilledBySignal => StatusCode::INTERNAL_SERVER_ERROR,
         IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -29,6 +29,8 @@ pub use telemetry::{REQUEST_ID_HEADER, prometheus};
 pub struct ApiOptions {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Largest file upload into a sandbox.
+    pub max_file_bytes: usize,
     /// A pending idempotency claim older than this is considered abandoned.
     pub idempotency_stale_after: Duration,
     /// How long an authenticated key is trusted without asking the store again; bounds
@@ -40,6 +42,7 @@ impl Default for ApiOptions {
     fn default() -> Self {
         Self {
             max_body_bytes: 1 << 20,
+            max_file_bytes: 64 << 20,
             idempotency_stale_after: Duration::from_secs(60),
             key_cache_ttl: Duration::from_secs(2),
         }

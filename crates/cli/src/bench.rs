@@ -16,7 +16,7 @@ use cordon_store_sqlite::{SqliteOptions, SqliteStore};
 use serde_json::json;
 
 use crate::exit;
-use crate::serve::{self, ServerConfig};
+use crate::serve::{self, SandboxMode, SandboxSettings, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -212,6 +212,11 @@ fn config(data_dir: PathBuf, database_url: Option<String>) -> ServerConfig {
         data_dir,
         database_url,
         bootstrap_token: Some(BENCH_TOKEN.to_owned()),
+        // The session benchmark measures the control plane alone.
+        sandbox: SandboxSettings {
+            mode: SandboxMode::Off,
+            ..SandboxSettings::default()
+        },
     }
 }
 

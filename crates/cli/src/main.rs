@@ -10,6 +10,9 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// The hidden subcommand the server runs to build a sandbox (see `cordon_sandbox::launch`).
+pub const SANDBOX_LAUNCH: &str = "sandbox-launch";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cordon",
@@ -36,6 +39,17 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // The sandbox launcher must run before any thread exists (it forks into new
+    // namespaces), so it is dispatched before clap and the async runtime.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(SANDBOX_LAUNCH)) {
+        let Some(dir) = args.next() else {
+            eprintln!("usage: cordon {SANDBOX_LAUNCH} DIR");
+            return exit::USAGE.into();
+        };
+        let code = cordon_sandbox::launch::main(std::path::Path::new(&dir));
+        return u8::try_from(code).unwrap_or(1).into();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

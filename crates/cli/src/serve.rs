@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use cordon_api::{ApiOptions, AppState, BootstrapOutcome};
 use cordon_control::{Control, ControlOptions};
 use cordon_policy::PolicyEngine;
+use cordon_sandbox::{ClassesFile, SandboxConfig, SandboxManager};
 use cordon_store::Store;
 use cordon_store_postgres::{PostgresOptions, PostgresStore};
 use cordon_store_sqlite::{SqliteOptions, SqliteStore};
@@ -41,6 +42,55 @@ pub struct ServeArgs {
     /// Log lines as human text or one JSON object per line (to stderr).
     #[arg(long, env = "CORDON_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Sandboxes for sessions: `auto` runs them when this host can (root, cgroups),
+    /// `on` refuses to start without them, `off` runs sessions without sandboxes.
+    #[arg(long, env = "CORDON_SANDBOX", value_enum, default_value = "auto")]
+    sandbox: SandboxMode,
+    /// JSON file with the workload classes' limits: {"classes": {"default": {...}}}.
+    #[arg(long, env = "CORDON_SANDBOX_CLASSES")]
+    sandbox_classes: Option<PathBuf>,
+    /// Directory the sandboxes' read-only /usr, /bin, /lib* and certificates come from.
+    #[arg(long, env = "CORDON_SANDBOX_ROOT", default_value = "/")]
+    sandbox_root: PathBuf,
+    /// Host-wide directory of sandbox uid claims, shared by every server on the host.
+    #[arg(
+        long,
+        env = "CORDON_SANDBOX_UID_DIR",
+        default_value = "/run/cordon/uids"
+    )]
+    sandbox_uid_dir: PathBuf,
+    /// The cgroup under which every sandbox gets a group of its own.
+    #[arg(long, env = "CORDON_SANDBOX_CGROUP", default_value = "cordon")]
+    sandbox_cgroup_parent: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// How a server runs sandboxes.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub mode: SandboxMode,
+    pub classes: Option<PathBuf>,
+    pub system_root: PathBuf,
+    pub uid_dir: PathBuf,
+    pub cgroup_parent: String,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self {
+            mode: SandboxMode::Auto,
+            classes: None,
+            system_root: PathBuf::from("/"),
+            uid_dir: PathBuf::from("/run/cordon/uids"),
+            cgroup_parent: "cordon".to_owned(),
+        }
+    }
 }
 
 /// Where a server keeps its state and how it is reached.
@@ -52,6 +102,7 @@ pub struct ServerConfig {
     /// The system admin token to bootstrap an empty store with; generated and written
     /// to `<data-dir>/bootstrap-admin.token` if absent.
     pub bootstrap_token: Option<String>,
+    pub sandbox: SandboxSettings,
 }
 
 /// A server running in this process.
@@ -106,6 +157,13 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         bootstrap_token: std::env::var("CORDON_BOOTSTRAP_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
+        sandbox: SandboxSettings {
+            mode: args.sandbox,
+            classes: args.sandbox_classes,
+            system_root: args.sandbox_root,
+            uid_dir: args.sandbox_uid_dir,
+            cgroup_parent: args.sandbox_cgroup_parent,
+        },
     };
     let server = match start(config).await {
         Ok(server) => server,
@@ -164,13 +222,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let policy = Arc::new(PolicyEngine::with_default_policies().context("default policies")?);
     let node_id = node_id(&config.data_dir)?;
-    let control = Control::new(
+    let sandboxes = sandbox_manager(&config).await?;
+    let control = Control::with_sandboxes(
         Arc::clone(&store),
         ControlOptions {
             node_id: node_id.clone(),
             lease_ttl: LEASE_TTL,
         },
+        sandboxes,
     );
+    let removed = control.reconcile_sandboxes().await;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed sandboxes of sessions closed while this node was away"
+        );
+    }
     let state = AppState::new(control.clone(), policy, ApiOptions::default());
     let router = cordon_api::router(state);
     let listener = TcpListener::bind(config.listen)
@@ -197,6 +264,47 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         housekeeping,
         _lock: lock,
     })
+}
+
+/// Starts the sandbox runtime per the settings and reattaches to the sandboxes a
+/// previous run left behind.
+async fn sandbox_manager(config: &ServerConfig) -> anyhow::Result<Option<SandboxManager>> {
+    let settings = &config.sandbox;
+    if settings.mode == SandboxMode::Off {
+        tracing::info!("sandboxes are off: sessions run without them");
+        return Ok(None);
+    }
+    let launcher = std::env::current_exe().context("cannot find the cordon executable")?;
+    let mut sandbox_config = SandboxConfig::under(&config.data_dir, launcher);
+    sandbox_config.system_root = settings.system_root.clone();
+    sandbox_config.uid_dir = settings.uid_dir.clone();
+    sandbox_config.cgroup_parent = settings.cgroup_parent.clone();
+    if let Some(path) = &settings.classes {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file: ClassesFile = serde_json::from_slice(&bytes)
+            .with_context(|| format!("bad workload classes in {}", path.display()))?;
+        sandbox_config.classes = file.classes;
+    }
+    let manager = match SandboxManager::new(sandbox_config) {
+        Ok(manager) => manager,
+        Err(error) if settings.mode == SandboxMode::Auto => {
+            tracing::warn!(%error, "sandboxes are off: this host cannot run them (use --sandbox on to make this fatal)");
+            return Ok(None);
+        }
+        Err(error) => return Err(error).context("cannot run sandboxes"),
+    };
+    let recovery = manager.recover().await;
+    tracing::info!(
+        cgroups = ?manager.cgroup_version(),
+        reattached = recovery.reattached.len(),
+        lost = recovery.lost.len(),
+        "sandboxes on"
+    );
+    for id in &recovery.lost {
+        tracing::warn!(sandbox = %id, "sandbox lost: its init was gone; cleaned up");
+    }
+    Ok(Some(manager))
 }
 
 /// How long an idempotency key is remembered.

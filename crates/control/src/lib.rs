@@ -12,6 +12,7 @@ use cordon_core::{
     KeyId, Labels, Lease, NewSession, Phase, Session, SessionAction, SessionId, TenantId,
     Timestamp, TransitionError,
 };
+use cordon_sandbox::{SandboxError, SandboxManager};
 use cordon_store::{LeaseOutcome, Store, StoreError, Transition};
 
 pub type Result<T, E = ControlError> = std::result::Result<T, E>;
@@ -29,6 +30,9 @@ pub enum ControlError {
     Conflict,
     #[error(transparent)]
     Store(StoreError),
+    /// The session's sandbox could not follow the transition; the phase is unchanged.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 impl From<StoreError> for ControlError {
@@ -49,6 +53,7 @@ impl ControlError {
             ControlError::LeaseHeld(_) => ReasonCode::SessionLeaseHeld,
             ControlError::Conflict => ReasonCode::SessionConflict,
             ControlError::Store(error) => error.reason(),
+            ControlError::Sandbox(error) => error.reason(),
         }
     }
 }
@@ -87,6 +92,8 @@ struct Inner {
     leases: Mutex<HashMap<SessionId, Lease>>,
     /// Per-session turn-taking for this node's writers.
     session_locks: Mutex<HashMap<SessionId, Weak<tokio::sync::Mutex<()>>>>,
+    /// The sandbox runtime, when this node runs sandboxes.
+    sandboxes: Option<SandboxManager>,
 }
 
 /// How many times a transition is retried when the session moved under it.
@@ -96,14 +103,30 @@ const LEASE_CACHE_SWEEP_AT: usize = 4096;
 
 impl Control {
     pub fn new(store: Arc<dyn Store>, options: ControlOptions) -> Self {
+        Self::with_sandboxes(store, options, None)
+    }
+
+    /// A writer that also drives sessions' sandboxes: activate starts one, suspend
+    /// freezes it, resume thaws it (or starts a new one if it was lost), close removes it.
+    pub fn with_sandboxes(
+        store: Arc<dyn Store>,
+        options: ControlOptions,
+        sandboxes: Option<SandboxManager>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 options,
                 leases: Mutex::new(HashMap::new()),
                 session_locks: Mutex::new(HashMap::new()),
+                sandboxes,
             }),
         }
+    }
+
+    /// The sandbox runtime, if this node runs sandboxes.
+    pub fn sandboxes(&self) -> Option<&SandboxManager> {
+        self.inner.sandboxes.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -153,10 +176,18 @@ impl Control {
                 reason: reason.clone(),
                 at: Timestamp::now(),
             };
-            match store.transition(&transition).await {
+            // The sandbox moves first, so a session never reads `active` without one;
+            // if the store then refuses, the sandbox is moved back.
+            self.sandbox_before(&current, to).await?;
+            let written = store.transition(&transition).await;
+            if written.is_err() {
+                self.sandbox_undo(&current, to).await;
+            }
+            match written {
                 Ok(updated) => {
                     if updated.phase == Phase::Closed {
                         self.forget_lease(updated.id);
+                        self.sandbox_close(updated.id).await;
                     }
                     return Ok(updated);
                 }
@@ -186,6 +217,87 @@ impl Control {
             }
         }
         Err(ControlError::Conflict)
+    }
+
+    /// Brings the session's sandbox to where `to` needs it, before the phase is written.
+    async fn sandbox_before(&self, session: &Session, to: Phase) -> Result<()> {
+        let Some(sandboxes) = self.sandboxes() else {
+            return Ok(());
+        };
+        let id = session.id.to_string();
+        match (session.phase, to) {
+            (Phase::Created, Phase::Active) => {
+                sandboxes
+                    .start(&id, &session.workload_class, &session.tenant_id.to_string())
+                    .await?;
+            }
+            (_, Phase::Active) => {
+                sandboxes
+                    .resume(&id, &session.workload_class, &session.tenant_id.to_string())
+                    .await?;
+            }
+            (_, Phase::Suspended) => match sandboxes.suspend(&id).await {
+                // Nothing to freeze: the next resume starts a fresh sandbox.
+                Ok(()) | Err(SandboxError::NotRunning | SandboxError::Lost(_)) => {}
+                Err(other) => return Err(other.into()),
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Undoes `sandbox_before` after the store refused the transition.
+    async fn sandbox_undo(&self, session: &Session, to: Phase) {
+        let Some(sandboxes) = self.sandboxes() else {
+            return;
+        };
+        let id = session.id.to_string();
+        let undone = match (session.phase, to) {
+            (Phase::Created, Phase::Active) => sandboxes.destroy(&id).await,
+            (Phase::Suspended, Phase::Active) => sandboxes.suspend(&id).await,
+            (_, Phase::Suspended) => sandboxes
+                .resume(&id, &session.workload_class, &session.tenant_id.to_string())
+                .await
+                .map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(error) = undone {
+            tracing::warn!(session = %session.id, %error, "cannot undo the sandbox change of a refused transition");
+        }
+    }
+
+    /// Removes a closed session's sandbox. A failure is logged; the reconciler retries.
+    async fn sandbox_close(&self, session_id: SessionId) {
+        if let Some(sandboxes) = self.sandboxes()
+            && let Err(error) = sandboxes.destroy(&session_id.to_string()).await
+        {
+            tracing::warn!(session = %session_id, %error, "cannot remove a closed session's sandbox");
+        }
+    }
+
+    /// Destroys this node's sandboxes whose session is closed or gone (a close that
+    /// happened while this node was down, or on another node). Returns how many.
+    pub async fn reconcile_sandboxes(&self) -> usize {
+        let Some(sandboxes) = self.sandboxes() else {
+            return 0;
+        };
+        let mut removed = 0;
+        for (id, tenant) in sandboxes.owners() {
+            let (Ok(session_id), Ok(tenant_id)) =
+                (id.parse::<SessionId>(), tenant.parse::<TenantId>())
+            else {
+                continue;
+            };
+            let closed = match self.inner.store.get_session(tenant_id, session_id).await {
+                Ok(Some(session)) => session.phase == Phase::Closed,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if closed && sandboxes.destroy(&id).await.is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// The lock that makes this node's writes to one session take turns. Entries are

@@ -91,6 +91,34 @@ reason_codes! {
     IdempotencyKeyInvalid = "IDEMPOTENCY_KEY_INVALID",
     /// The store cannot be reached or refused the operation for a transient reason.
     StoreUnavailable = "STORE_UNAVAILABLE",
+    /// The operation needs the session to be `active` (exec, processes, files).
+    SessionNotActive = "SESSION_NOT_ACTIVE",
+    /// This server runs without sandboxes (not root, no cgroups, or `--sandbox off`),
+    /// or the session's sandbox runs on another node.
+    SandboxUnavailable = "SANDBOX_UNAVAILABLE",
+    /// The sandbox could not be started; the message says which step failed.
+    SandboxStartFailed = "SANDBOX_START_FAILED",
+    /// The session's sandbox is gone (its init process died, or the host rebooted);
+    /// suspend and resume the session to get a fresh one.
+    SandboxLost = "SANDBOX_LOST",
+    /// The sandbox hit its memory limit and the kernel killed a process.
+    SandboxOomKilled = "SANDBOX_OOM_KILLED",
+    /// The sandbox hit its process limit: a fork or thread creation failed.
+    SandboxPidsLimit = "SANDBOX_PIDS_LIMIT",
+    /// The sandbox's /workspace or /tmp is full, or a file upload would not fit.
+    SandboxDiskQuota = "SANDBOX_DISK_QUOTA",
+    /// The path leaves /workspace (by `..`, an absolute path or a symlink); nothing was
+    /// touched.
+    SandboxPathOutsideWorkspace = "SANDBOX_PATH_OUTSIDE_WORKSPACE",
+    /// The exec ran past its timeout; its process group was killed.
+    ExecTimeout = "EXEC_TIMEOUT",
+    /// The command was not found or is not executable in the sandbox (exit code 127).
+    ExecCommandNotFound = "EXEC_COMMAND_NOT_FOUND",
+    /// The process could not be started (bad working directory, confinement step
+    /// failed); the message names the step. Exit code 127.
+    ExecStartFailed = "EXEC_START_FAILED",
+    /// The process was ended by a signal that was not a limit's doing.
+    ExecKilledBySignal = "EXEC_KILLED_BY_SIGNAL",
     /// An unexpected server error; details are in the server log under the request id.
     Internal = "INTERNAL",
 }

@@ -58,6 +58,12 @@ pub enum Action {
     SessionRead,
     SessionEvents,
     Session(SessionAction),
+    /// Run a command or manage processes in the session's sandbox.
+    SessionExec,
+    /// Read the sandbox's files, processes and state.
+    SessionFilesRead,
+    /// Write or delete the sandbox's files.
+    SessionFilesWrite,
 }
 
 impl Action {
@@ -79,6 +85,9 @@ impl Action {
             Action::Session(SessionAction::Suspend) => "session.suspend",
             Action::Session(SessionAction::Resume) => "session.resume",
             Action::Session(SessionAction::Close) => "session.close",
+            Action::SessionExec => "session.exec",
+            Action::SessionFilesRead => "session.files.read",
+            Action::SessionFilesWrite => "session.files.write",
         }
     }
 }

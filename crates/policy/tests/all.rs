@@ -210,6 +210,60 @@ fn default_policies_decide_each_role() {
             },
         ),
     );
+    row(
+        "agent exec own session",
+        check(
+            &engine,
+            &agent,
+            Action::SessionExec,
+            session_of(agent.key_id),
+        ),
+    );
+    row(
+        "agent exec other's session",
+        check(
+            &engine,
+            &agent,
+            Action::SessionExec,
+            session_of(someone_else),
+        ),
+    );
+    row(
+        "auditor read files",
+        check(
+            &engine,
+            &auditor,
+            Action::SessionFilesRead,
+            session_of(someone_else),
+        ),
+    );
+    row(
+        "auditor write files",
+        check(
+            &engine,
+            &auditor,
+            Action::SessionFilesWrite,
+            session_of(someone_else),
+        ),
+    );
+    row(
+        "auditor exec",
+        check(
+            &engine,
+            &auditor,
+            Action::SessionExec,
+            session_of(someone_else),
+        ),
+    );
+    row(
+        "operator exec any session",
+        check(
+            &engine,
+            &operator,
+            Action::SessionExec,
+            session_of(someone_else),
+        ),
+    );
     let expected = r#"system tenant.create                         allow
 system key.create other tenant               allow
 admin tenant.create                          deny ["only-system-manages-tenants", "tenant-isolation"]
@@ -232,7 +286,13 @@ auditor session events                       allow
 auditor key.list                             allow
 auditor activate                             deny ["auditor-read-only"]
 auditor session.create                       deny ["auditor-read-only"]
-operator read other tenant's session         deny ["tenant-isolation"]"#;
+operator read other tenant's session         deny ["tenant-isolation"]
+agent exec own session                       allow
+agent exec other's session                   deny ["agent-own-sessions-only"]
+auditor read files                           allow
+auditor write files                          deny ["auditor-read-only"]
+auditor exec                                 deny ["auditor-read-only"]
+operator exec any session                    allow"#;
     assert_eq!(table.join("\n"), expected);
 }
 

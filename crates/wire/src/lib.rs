@@ -172,3 +172,125 @@ pub struct HealthBody {
     /// `ok` when healthy or ready.
     pub status: String,
 }
+
+/// `POST /v1/sessions/{id}/exec`: a command to run in the session's sandbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The program and its arguments; a bare program name is searched in PATH.
+    pub argv: Vec<String>,
+    /// Added to the sandbox's default environment (PATH, HOME=/workspace, LANG, ...).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory: absolute, or relative to /workspace (the default).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Bytes fed to the command's stdin (UTF-8 text); stdin is empty otherwise.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Kill the command after this long; the workload class sets the default and cap.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Start the command in the background and return its process at once; its output
+    /// goes to `log_path` inside the sandbox.
+    #[serde(default)]
+    pub background: bool,
+}
+
+/// How a command ended, with its output (UTF-8; invalid bytes are replaced).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecResponse {
+    pub exit_code: i32,
+    /// The signal that ended the command, if one did.
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Output beyond the workload class's limit was dropped.
+    pub truncated: bool,
+    pub duration_ms: u64,
+    /// Set when a limit, the timeout or a start failure ended the command:
+    /// SANDBOX_OOM_KILLED, SANDBOX_PIDS_LIMIT, SANDBOX_DISK_QUOTA, EXEC_TIMEOUT,
+    /// EXEC_COMMAND_NOT_FOUND, EXEC_START_FAILED, EXEC_KILLED_BY_SIGNAL.
+    pub reason_code: Option<String>,
+    /// What `reason_code` means here.
+    pub message: Option<String>,
+}
+
+/// One line of a streamed exec (`Accept: application/x-ndjson`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecStreamEvent {
+    Stdout {
+        data: String,
+    },
+    Stderr {
+        data: String,
+    },
+    Exit {
+        exit_code: i32,
+        signal: Option<i32>,
+        duration_ms: u64,
+        reason_code: Option<String>,
+        message: Option<String>,
+    },
+}
+
+/// A process started through the API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProcessBody {
+    /// Its pid inside the sandbox.
+    pub pid: i32,
+    pub argv: Vec<String>,
+    pub background: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    /// `running` or `exited`.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Where a background process's stdout and stderr go, inside the sandbox.
+    pub log_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProcessList {
+    pub items: Vec<ProcessBody>,
+}
+
+/// A file or directory in the sandbox's /workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileBody {
+    /// Relative to /workspace.
+    pub path: String,
+    /// `file`, `directory`, `symlink` or `other`.
+    pub kind: String,
+    pub size: u64,
+    /// Permission bits as an octal string, e.g. "0644".
+    pub mode: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub mtime: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileList {
+    pub items: Vec<FileBody>,
+}
+
+/// The session's sandbox as this node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SandboxBody {
+    /// `running`, `frozen` or `lost`.
+    pub state: String,
+    pub workload_class: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    pub memory_limit_bytes: u64,
+    pub pids_limit: u64,
+    pub cpu_millis: u64,
+    pub disk_limit_bytes: u64,
+    /// Kernel counters of its cgroup, when readable.
+    pub memory_bytes: Option<u64>,
+    pub cpu_usage_usec: Option<u64>,
+    pub pids_current: Option<u64>,
+    pub oom_kills: Option<u64>,
+}

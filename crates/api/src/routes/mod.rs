@@ -2,6 +2,7 @@
 //! it to the router and to the OpenAPI document in one step, so the two cannot drift.
 
 mod keys;
+mod sandbox;
 mod sessions;
 mod system;
 mod tenants;
@@ -34,6 +35,7 @@ use crate::error::ApiError;
         (name = "tenants", description = "Tenants: the unit of isolation"),
         (name = "keys", description = "API keys and their roles"),
         (name = "sessions", description = "Session control records and their lifecycle"),
+        (name = "sandbox", description = "The session's sandbox: exec, processes, files"),
     )
 )]
 struct ApiDoc;
@@ -69,6 +71,20 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::resume))
         .routes(routes!(sessions::close))
         .routes(routes!(sessions::list_events))
+        .routes(routes!(sandbox::exec))
+        .routes(routes!(sandbox::list_processes))
+        .routes(routes!(sandbox::kill_process))
+        .routes(routes!(sandbox::get_sandbox))
+        .routes(routes!(sandbox::list_files))
+        .routes(routes!(sandbox::get_file, sandbox::delete_file))
+        // Uploads may be larger than other request bodies.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(sandbox::put_file))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state.options().max_file_bytes,
+                )),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::idempotency::idempotency,
@@ -81,7 +97,13 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
 }
 
 pub(crate) fn build(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (router, openapi) = openapi_router(&state).split_for_parts();
+    let (router, mut openapi) = openapi_router(&state).split_for_parts();
+    // axum's catch-all `{*path}` is OpenAPI's plain `{path}`.
+    let paths = std::mem::take(&mut openapi.paths.paths);
+    openapi.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
     let router = router
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method);

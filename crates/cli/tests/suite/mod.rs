@@ -22,6 +22,7 @@ mod exit_codes;
 mod idempotency;
 mod lifecycle;
 mod process;
+mod sandbox;
 mod tenancy;
 
 /// The binary under test.
@@ -43,6 +44,11 @@ const CORDON_VARS: &[&str] = &[
     "CORDON_DATABASE_URL",
     "CORDON_LOG_FORMAT",
     "CORDON_BOOTSTRAP_TOKEN",
+    "CORDON_SANDBOX",
+    "CORDON_SANDBOX_CLASSES",
+    "CORDON_SANDBOX_ROOT",
+    "CORDON_SANDBOX_UID_DIR",
+    "CORDON_SANDBOX_CGROUP",
     "RUST_LOG",
 ];
 
@@ -101,6 +107,25 @@ pub struct Place {
     /// The system admin token, once a server on this place has been ready.
     token: Option<String>,
     starts: usize,
+    /// The cgroup parent of this place's sandboxes (unique per place, removed on drop);
+    /// None runs the servers without sandboxes.
+    pub sandbox_cgroup: Option<String>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // Whatever a test left running (it may have failed halfway) goes with it.
+        if let Some(parent) = &self.sandbox_cgroup
+            && let Ok(root) = cordon_sandbox::cgroup::CgroupRoot::detect(parent)
+        {
+            for child in root.children().unwrap_or_default() {
+                if let Some(group) = root.open(&child) {
+                    let _ = group.remove();
+                }
+            }
+            let _ = root.remove_parent_if_empty();
+        }
+    }
 }
 
 impl Place {
@@ -123,7 +148,21 @@ impl Place {
             database,
             token: None,
             starts: 0,
+            sandbox_cgroup: None,
         }
+    }
+
+    /// A place whose servers run sandboxes, under a cgroup parent of its own.
+    pub fn with_sandboxes(backend: Backend) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let mut place = Self::new(backend);
+        place.sandbox_cgroup = Some(format!(
+            "cordon-e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        place
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -164,6 +203,10 @@ impl Place {
         if let Some(database) = &self.database {
             command.arg("--database-url").arg(database.url());
         }
+        match &self.sandbox_cgroup {
+            Some(parent) => command.args(["--sandbox", "on", "--sandbox-cgroup-parent", parent]),
+            None => command.args(["--sandbox", "off"]),
+        };
         command.args(args);
         for var in CORDON_VARS {
             command.env_remove(var);

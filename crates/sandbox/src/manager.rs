@@ -1,0 +1,1214 @@
+//! The server's side: starts sandboxes through the launcher, talks to their init
+//! processes, applies lifecycle changes with cgroups, and reattaches after a restart.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cordon_core::ReasonCode;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::cgroup::{Cgroup, CgroupCounters, CgroupError, CgroupLimits, CgroupRoot};
+use crate::config::{SandboxConfig, WorkloadLimits};
+use crate::launch::{LaunchOutcome, LaunchSpec, SANDBOX_UID, SOCKET_FILE, SPEC_FILE};
+use crate::protocol::{self, ExecSpec, ProcessRecord, ProtocolError, Reply, Request};
+use crate::uid::UidPool;
+
+const RECORD_FILE: &str = "record.json";
+/// How long the launcher may take to build a sandbox.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// After a foreground process exits, output still buffered in its pipes is read for at
+/// most this long (a background grandchild may hold the pipe open forever).
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+/// Chunk size of streamed output.
+const CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandboxes are not available on this server: {0}")]
+    Unavailable(String),
+    #[error("the session has no sandbox on this server")]
+    NotRunning,
+    #[error("the sandbox is gone: {0}")]
+    Lost(String),
+    #[error("the sandbox could not be started: {0}")]
+    StartFailed(String),
+    #[error("the path leaves /workspace")]
+    PathOutsideWorkspace,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the workspace is full")]
+    DiskQuota,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("sandbox i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("sandbox cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+}
+
+impl SandboxError {
+    pub fn reason(&self) -> ReasonCode {
+        match self {
+            SandboxError::Unavailable(_) | SandboxError::NotRunning => {
+                ReasonCode::SandboxUnavailable
+            }
+            SandboxError::Lost(_) => ReasonCode::SandboxLost,
+            SandboxError::StartFailed(_) => ReasonCode::SandboxStartFailed,
+            SandboxError::PathOutsideWorkspace => ReasonCode::SandboxPathOutsideWorkspace,
+            SandboxError::NotFound(_) => ReasonCode::NotFound,
+            SandboxError::DiskQuota => ReasonCode::SandboxDiskQuota,
+            SandboxError::Invalid(_) => ReasonCode::ValidationFailed,
+            SandboxError::Io(_) | SandboxError::Cgroup(_) => ReasonCode::Internal,
+        }
+    }
+}
+
+pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+/// What is kept on disk per sandbox, for reattaching after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    sandbox_id: String,
+    /// Who the sandbox belongs to (the session's tenant), for reconciliation.
+    owner: String,
+    uid: u32,
+    class: String,
+    limits: WorkloadLimits,
+    init_pid: i32,
+    started_at_micros: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    Running,
+    Frozen,
+    Lost,
+}
+
+/// A sandbox as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub state: SandboxState,
+    pub workload_class: String,
+    pub limits: WorkloadLimits,
+    /// The host uid its processes run as.
+    pub host_uid: u32,
+    /// Host pid of the sandbox's init (pid 1 inside).
+    pub init_pid: i32,
+    pub started_at_micros: i64,
+    pub counters: Option<CgroupCounters>,
+}
+
+#[derive(Debug)]
+struct Sandbox {
+    record: Record,
+    cgroup: Cgroup,
+    dir: PathBuf,
+    state: Mutex<SandboxState>,
+}
+
+impl Sandbox {
+    fn state(&self) -> SandboxState {
+        self.state.lock().map(|s| *s).unwrap_or(SandboxState::Lost)
+    }
+
+    fn set_state(&self, state: SandboxState) {
+        if let Ok(mut current) = self.state.lock() {
+            *current = state;
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join(SOCKET_FILE)
+    }
+
+    /// The sandbox's /workspace as seen from the host.
+    fn workspace(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root/workspace", self.record.init_pid))
+    }
+
+    fn info(&self) -> SandboxInfo {
+        SandboxInfo {
+            id: self.record.sandbox_id.clone(),
+            state: self.state(),
+            workload_class: self.record.class.clone(),
+            limits: self.record.limits,
+            host_uid: self.record.uid,
+            init_pid: self.record.init_pid,
+            started_at_micros: self.record.started_at_micros,
+            counters: self.cgroup.counters().ok(),
+        }
+    }
+}
+
+/// A command to run in a sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    /// Added to (and overriding) the sandbox's default environment.
+    pub env: Vec<(String, String)>,
+    /// Absolute, or relative to /workspace. Default /workspace.
+    pub cwd: Option<String>,
+    pub stdin: Option<Vec<u8>>,
+    /// Default and cap come from the workload class.
+    pub timeout: Option<Duration>,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecOutcome {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    /// Set when a limit, a timeout or a start failure ended it.
+    pub reason: Option<ReasonCode>,
+    /// A human-readable explanation when `reason` is set.
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(ExecOutcome),
+}
+
+/// A finished command with its (possibly truncated) output.
+#[derive(Debug, Clone)]
+pub struct ExecResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub truncated: bool,
+    pub outcome: ExecOutcome,
+}
+
+/// Result of reattaching at start.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Recovery {
+    /// Sandboxes whose init answered: running again under this server.
+    pub reattached: Vec<String>,
+    /// Sandboxes whose init was gone: cleaned up and reported lost.
+    pub lost: Vec<String>,
+}
+
+/// The sandbox runtime of one server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SandboxManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SandboxConfig,
+    cgroups: CgroupRoot,
+    uids: UidPool,
+    sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    /// Sandboxes found dead at recovery (or since): reported as lost until closed.
+    lost: Mutex<HashMap<String, String>>,
+}
+
+impl SandboxManager {
+    /// Checks this host can run sandboxes (root, cgroups, the seccomp policy compiles)
+    /// and prepares the state directory. Does not touch existing sandboxes: call
+    /// [`SandboxManager::recover`] next.
+    pub fn new(config: SandboxConfig) -> Result<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(SandboxError::Unavailable(
+                "the server must run as root to build sandboxes".to_owned(),
+            ));
+        }
+        for (class, limits) in &config.classes {
+            limits.validate(class).map_err(SandboxError::Invalid)?;
+        }
+        crate::init::seccomp_filters().map_err(SandboxError::Unavailable)?;
+        // A sandbox's init outlives its launcher; as a subreaper this server becomes its
+        // parent and reaps it when it is destroyed (not every pid 1 reaps orphans).
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| {
+            SandboxError::Unavailable(format!("prctl(PR_SET_CHILD_SUBREAPER): {e}"))
+        })?;
+        let cgroups = CgroupRoot::detect(&config.cgroup_parent)
+            .map_err(|e| SandboxError::Unavailable(format!("cgroups: {e}")))?;
+        let uids =
+            UidPool::new(&config.uid_dir, config.uid_base, config.uid_count).map_err(|e| {
+                SandboxError::Unavailable(format!(
+                    "uid claims in {}: {e}",
+                    config.uid_dir.display()
+                ))
+            })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)?;
+        std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                cgroups,
+                uids,
+                sandboxes: Mutex::new(HashMap::new()),
+                lost: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+
+    /// The cgroup version in use, for diagnostics.
+    pub fn cgroup_version(&self) -> crate::cgroup::CgroupVersion {
+        self.inner.cgroups.version()
+    }
+
+    fn owner(&self, id: &str) -> String {
+        format!("{}#{id}", self.inner.config.state_dir.display())
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
+        if let Some(sandbox) = self
+            .inner
+            .sandboxes
+            .lock()
+            .ok()
+            .and_then(|map| map.get(id).cloned())
+        {
+            return Ok(sandbox);
+        }
+        match self
+            .inner
+            .lost
+            .lock()
+            .ok()
+            .and_then(|lost| lost.get(id).cloned())
+        {
+            Some(why) => Err(SandboxError::Lost(why)),
+            None => Err(SandboxError::NotRunning),
+        }
+    }
+
+    /// The sandbox of `id`, if this server runs one (or knows it was lost).
+    pub fn info(&self, id: &str) -> Result<SandboxInfo> {
+        Ok(self.get(id)?.info())
+    }
+
+    /// Every sandbox this server runs, with the owner it was started for.
+    pub fn owners(&self) -> Vec<(String, String)> {
+        let mut owners: Vec<(String, String)> = self
+            .inner
+            .sandboxes
+            .lock()
+            .map(|map| {
+                map.values()
+                    .map(|s| (s.record.sandbox_id.clone(), s.record.owner.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        owners.sort();
+        owners
+    }
+
+    /// Ids of the sandboxes this server runs.
+    pub fn running(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .inner
+            .sandboxes
+            .lock()
+            .map(|map| map.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Starts the sandbox of session `id` with the limits of `class`. Starting one that
+    /// runs already is a no-op; a lost one is replaced.
+    pub async fn start(&self, id: &str, class: &str, owner: &str) -> Result<SandboxInfo> {
+        if let Ok(sandbox) = self.get(id) {
+            if sandbox.state() != SandboxState::Lost {
+                return Ok(sandbox.info());
+            }
+        }
+        validate_id(id)?;
+        // A lost sandbox leaves nothing behind but its record; clear it first.
+        self.cleanup(id).await;
+        let limits = self.inner.config.limits_for(class);
+        let uid = self
+            .inner
+            .uids
+            .allocate(&self.owner(id))
+            .map_err(|e| SandboxError::StartFailed(format!("no free sandbox uid: {e}")))?;
+        let result = self.launch(id, class, owner, limits, uid).await;
+        if result.is_err() {
+            self.cleanup(id).await;
+        }
+        let sandbox = result?;
+        let info = sandbox.info();
+        if let Ok(mut map) = self.inner.sandboxes.lock() {
+            map.insert(id.to_owned(), sandbox);
+        }
+        if let Ok(mut lost) = self.inner.lost.lock() {
+            lost.remove(id);
+        }
+        Ok(info)
+    }
+
+    async fn launch(
+        &self,
+        id: &str,
+        class: &str,
+        owner: &str,
+        limits: WorkloadLimits,
+        uid: u32,
+    ) -> Result<Arc<Sandbox>> {
+        let config = &self.inner.config;
+        let dir = config.state_dir.join(id);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let cgroup = self
+            .inner
+            .cgroups
+            .create(id, &limits.cgroup())
+            .map_err(|e| SandboxError::StartFailed(format!("cgroup: {e}")))?;
+        let spec = LaunchSpec {
+            sandbox_id: id.to_owned(),
+            uid,
+            system_root: config.system_root.clone(),
+            cgroup_procs: cgroup.procs_files(),
+            disk_bytes: limits.disk_bytes(),
+            tmp_bytes: limits.tmp_bytes(),
+            open_files: limits.open_files,
+        };
+        write_json(&dir.join(SPEC_FILE), &spec)?;
+        let child = tokio::process::Command::new(&config.launcher)
+            .arg("sandbox-launch")
+            .arg(&dir)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                SandboxError::StartFailed(format!(
+                    "run launcher {}: {e}",
+                    config.launcher.display()
+                ))
+            })?;
+        let output = tokio::time::timeout(LAUNCH_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| SandboxError::StartFailed("the launcher timed out".to_owned()))??;
+        let line = String::from_utf8_lossy(&output.stdout);
+        let outcome: LaunchOutcome = serde_json::from_str(line.trim()).map_err(|_| {
+            SandboxError::StartFailed(format!(
+                "the launcher failed ({}): {} {}",
+                output.status,
+                line.trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        })?;
+        let init_pid = match outcome {
+            LaunchOutcome::Ready { pid } => pid,
+            LaunchOutcome::Failed { error } => return Err(SandboxError::StartFailed(error)),
+        };
+        let record = Record {
+            sandbox_id: id.to_owned(),
+            owner: owner.to_owned(),
+            uid,
+            class: class.to_owned(),
+            limits,
+            init_pid,
+            started_at_micros: now_micros(),
+        };
+        write_json(&dir.join(RECORD_FILE), &record)?;
+        let sandbox = Arc::new(Sandbox {
+            record,
+            cgroup,
+            dir,
+            state: Mutex::new(SandboxState::Running),
+        });
+        hello(&sandbox.socket())
+            .await
+            .map_err(|e| SandboxError::StartFailed(format!("init does not answer: {e}")))?;
+        Ok(sandbox)
+    }
+
+    /// Reattaches to the sandboxes a previous run of this server left running; those
+    /// whose init is gone are cleaned up (processes, cgroup, uid, state) and reported
+    /// lost until their session starts a new one or is closed.
+    pub async fn recover(&self) -> Recovery {
+        let mut recovery = Recovery::default();
+        let Ok(entries) = std::fs::read_dir(&self.inner.config.state_dir) else {
+            return recovery;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if validate_id(&id).is_err() {
+                continue;
+            }
+            let dir = entry.path();
+            let record: Option<Record> = std::fs::read(dir.join(RECORD_FILE))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            let cgroup = self.inner.cgroups.open(&id);
+            let alive = match (&record, &cgroup) {
+                (Some(_), Some(_)) => hello(&dir.join(SOCKET_FILE)).await.is_ok(),
+                _ => false,
+            };
+            match (record, cgroup, alive) {
+                (Some(record), Some(cgroup), true) => {
+                    let frozen = cgroup.is_frozen().unwrap_or(false);
+                    let sandbox = Arc::new(Sandbox {
+                        record,
+                        cgroup,
+                        dir,
+                        state: Mutex::new(if frozen {
+                            SandboxState::Frozen
+                        } else {
+                            SandboxState::Running
+                        }),
+                    });
+                    if let Ok(mut map) = self.inner.sandboxes.lock() {
+                        map.insert(id.clone(), sandbox);
+                    }
+                    recovery.reattached.push(id);
+                }
+                _ => {
+                    self.cleanup(&id).await;
+                    self.mark_lost(&id, "its init process was gone when the server started");
+                    recovery.lost.push(id);
+                }
+            }
+        }
+        recovery.reattached.sort();
+        recovery.lost.sort();
+        recovery
+    }
+
+    fn mark_lost(&self, id: &str, why: &str) {
+        if let Ok(mut lost) = self.inner.lost.lock() {
+            lost.insert(id.to_owned(), why.to_owned());
+        }
+    }
+
+    /// Freezes every process of the sandbox and tightens its limits: no new processes,
+    /// a trickle of CPU.
+    pub async fn suspend(&self, id: &str) -> Result<()> {
+        let sandbox = self.get(id)?;
+        let cgroup = sandbox.cgroup.clone();
+        let limits = sandbox.record.limits;
+        blocking(move || {
+            cgroup.freeze()?;
+            let pinned = cgroup
+                .counters()
+                .map(|c| c.pids_current.max(1))
+                .unwrap_or(1);
+            cgroup.set_limits(&CgroupLimits {
+                pids: pinned,
+                cpu_millis: limits.suspended_cpu_millis.max(1),
+                ..limits.cgroup()
+            })
+        })
+        .await?;
+        sandbox.set_state(SandboxState::Frozen);
+        Ok(())
+    }
+
+    /// Restores the limits and thaws. A sandbox that was lost is replaced by a new one.
+    pub async fn resume(&self, id: &str, class: &str, owner: &str) -> Result<SandboxInfo> {
+        let sandbox = match self.get(id) {
+            Ok(sandbox) => sandbox,
+            Err(SandboxError::Lost(_) | SandboxError::NotRunning) => {
+                return self.start(id, class, owner).await;
+            }
+            Err(other) => return Err(other),
+        };
+        if !self.alive(&sandbox).await {
+            return self.start(id, class, owner).await;
+        }
+        let cgroup = sandbox.cgroup.clone();
+        let limits = sandbox.record.limits;
+        blocking(move || {
+            cgroup.set_limits(&limits.cgroup())?;
+            cgroup.thaw()
+        })
+        .await?;
+        sandbox.set_state(SandboxState::Running);
+        Ok(sandbox.info())
+    }
+
+    async fn alive(&self, sandbox: &Sandbox) -> bool {
+        if sandbox.state() == SandboxState::Frozen {
+            // A frozen init cannot answer; its pid tells.
+            return Path::new(&format!("/proc/{}", sandbox.record.init_pid)).exists();
+        }
+        hello(&sandbox.socket()).await.is_ok()
+    }
+
+    /// Kills every process of the sandbox and removes its cgroup, uid claim and state.
+    /// Closing one that does not exist is a no-op.
+    pub async fn destroy(&self, id: &str) -> Result<()> {
+        if let Ok(mut map) = self.inner.sandboxes.lock() {
+            map.remove(id);
+        }
+        if let Ok(mut lost) = self.inner.lost.lock() {
+            lost.remove(id);
+        }
+        self.cleanup(id).await;
+        Ok(())
+    }
+
+    /// Removes whatever exists of sandbox `id`: processes, cgroup, uid claim, state dir.
+    async fn cleanup(&self, id: &str) {
+        let dir = self.inner.config.state_dir.join(id);
+        let record: Option<Record> = std::fs::read(dir.join(RECORD_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if let Some(cgroup) = self.inner.cgroups.open(id) {
+            let removed = blocking(move || cgroup.remove()).await;
+            if let Err(error) = removed {
+                tracing::warn!(sandbox = id, %error, "cannot remove the sandbox's cgroup");
+            }
+        }
+        // The uid is released by owner, so a claim made just before a crash (before the
+        // record was written) is found too.
+        let owner = self.owner(id);
+        if let Ok(claims) = self.inner.uids.claimed() {
+            for (uid, claimed_by) in claims {
+                if claimed_by == owner
+                    || record
+                        .as_ref()
+                        .is_some_and(|r| r.uid == uid && claimed_by == owner)
+                {
+                    let _ = self.inner.uids.release(uid);
+                }
+            }
+        }
+        if let Some(record) = &record {
+            reap(record.init_pid);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Runs a command and streams its output and outcome. Dropping the receiver before
+    /// the exit event kills the command.
+    pub async fn exec(&self, id: &str, request: ExecRequest) -> Result<mpsc::Receiver<ExecEvent>> {
+        let sandbox = self.running_sandbox(id).await?;
+        let limits = sandbox.record.limits;
+        let timeout = resolve_timeout(request.timeout, &limits)?;
+        let spec = ExecSpec {
+            argv: request.argv.clone(),
+            env: environment(&request.env)?,
+            cwd: resolve_cwd(request.cwd.as_deref())?,
+            background: false,
+        };
+        let (stdin_read, stdin_write) = pipe()?;
+        let (stdout_read, stdout_write) = pipe()?;
+        let (stderr_read, stderr_write) = pipe()?;
+        let mut channel = Channel::connect(&sandbox.socket())
+            .await
+            .map_err(|e| self.lost_error(&sandbox, e))?;
+        let before = sandbox.cgroup.counters().ok();
+        let started = Instant::now();
+        channel
+            .send(
+                &Request::Exec(spec),
+                &[
+                    stdin_read.as_raw_fd(),
+                    stdout_write.as_raw_fd(),
+                    stderr_write.as_raw_fd(),
+                ],
+            )
+            .await
+            .map_err(|e| self.lost_error(&sandbox, e))?;
+        drop((stdin_read, stdout_write, stderr_write));
+        let (tx, rx) = mpsc::channel(64);
+        let pid = match channel
+            .receive()
+            .await
+            .map_err(|e| self.lost_error(&sandbox, e))?
+        {
+            Reply::Started { pid } => pid,
+            Reply::StartFailed { errno, step } => {
+                let outcome = start_failure(errno, &step, &request.argv, started.elapsed());
+                let _ = tx
+                    .send(ExecEvent::Stderr(
+                        format!("cordon: {}\n", outcome.message.clone().unwrap_or_default())
+                            .into_bytes(),
+                    ))
+                    .await;
+                let _ = tx.send(ExecEvent::Exit(outcome)).await;
+                return Ok(rx);
+            }
+            other => {
+                return Err(SandboxError::Io(std::io::Error::other(format!(
+                    "unexpected reply {other:?}"
+                ))));
+            }
+        };
+        let stdin = request.stdin;
+        let stdin_task = tokio::spawn(async move {
+            let Ok(mut sender) = tokio::net::unix::pipe::Sender::from_owned_fd(stdin_write) else {
+                return;
+            };
+            if let Some(bytes) = stdin {
+                let _ = sender.write_all(&bytes).await;
+            }
+        });
+        let out = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout_read)?;
+        let err = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read)?;
+        let watch = Watch {
+            sandbox,
+            pid,
+            timeout,
+            before,
+            started,
+        };
+        tokio::spawn(async move {
+            watch.run(channel, out, err, tx).await;
+            stdin_task.abort();
+        });
+        Ok(rx)
+    }
+
+    /// Runs a command to completion, keeping at most the class's output limit per stream.
+    pub async fn exec_collect(&self, id: &str, request: ExecRequest) -> Result<ExecResult> {
+        let limit = self.get(id)?.record.limits.output_limit_bytes();
+        let mut events = self.exec(id, request).await?;
+        let mut result = ExecResult {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            truncated: false,
+            outcome: ExecOutcome {
+                exit_code: -1,
+                signal: None,
+                duration_ms: 0,
+                reason: None,
+                message: None,
+            },
+        };
+        while let Some(event) = events.recv().await {
+            match event {
+                ExecEvent::Stdout(bytes) => {
+                    keep(&mut result.stdout, &bytes, limit, &mut result.truncated)
+                }
+                ExecEvent::Stderr(bytes) => {
+                    keep(&mut result.stderr, &bytes, limit, &mut result.truncated)
+                }
+                ExecEvent::Exit(outcome) => {
+                    result.outcome = outcome;
+                    return Ok(result);
+                }
+            }
+        }
+        Err(SandboxError::Io(std::io::Error::other(
+            "the exec ended without an exit status",
+        )))
+    }
+
+    /// Starts a background process; its output goes to a log file under /tmp/.cordon.
+    pub async fn spawn(&self, id: &str, request: ExecRequest) -> Result<ProcessRecord> {
+        let sandbox = self.running_sandbox(id).await?;
+        let spec = ExecSpec {
+            argv: request.argv.clone(),
+            env: environment(&request.env)?,
+            cwd: resolve_cwd(request.cwd.as_deref())?,
+            background: true,
+        };
+        let reply = self.ask(&sandbox, Request::Exec(spec)).await?;
+        match reply {
+            Reply::Started { pid } => {
+                let processes = self.processes(id).await?;
+                processes
+                    .into_iter()
+                    .find(|p| p.pid == pid)
+                    .ok_or_else(|| SandboxError::NotFound(format!("process {pid}")))
+            }
+            Reply::StartFailed { errno, step } => {
+                let outcome = start_failure(errno, &step, &request.argv, Duration::ZERO);
+                Err(SandboxError::Invalid(outcome.message.unwrap_or_default()))
+            }
+            other => Err(SandboxError::Io(std::io::Error::other(format!(
+                "unexpected reply {other:?}"
+            )))),
+        }
+    }
+
+    /// The processes init started and remembers (running ones and recent exits).
+    pub async fn processes(&self, id: &str) -> Result<Vec<ProcessRecord>> {
+        let sandbox = self.running_sandbox(id).await?;
+        match self.ask(&sandbox, Request::List).await? {
+            Reply::Processes { processes } => Ok(processes),
+            other => Err(SandboxError::Io(std::io::Error::other(format!(
+                "unexpected reply {other:?}"
+            )))),
+        }
+    }
+
+    /// Signals a process (and its process group).
+    pub async fn signal(&self, id: &str, pid: i32, signal: i32) -> Result<()> {
+        let sandbox = self.running_sandbox(id).await?;
+        match self.ask(&sandbox, Request::Signal { pid, signal }).await? {
+            Reply::Ok => Ok(()),
+            _ => Err(SandboxError::NotFound(format!("process {pid}"))),
+        }
+    }
+
+    async fn running_sandbox(&self, id: &str) -> Result<Arc<Sandbox>> {
+        let sandbox = self.get(id)?;
+        match sandbox.state() {
+            SandboxState::Running => Ok(sandbox),
+            SandboxState::Frozen => {
+                Err(SandboxError::Invalid("the sandbox is suspended".to_owned()))
+            }
+            SandboxState::Lost => Err(SandboxError::Lost("its init process died".to_owned())),
+        }
+    }
+
+    async fn ask(&self, sandbox: &Arc<Sandbox>, request: Request) -> Result<Reply> {
+        let result = async {
+            let mut channel = Channel::connect(&sandbox.socket()).await?;
+            channel.send(&request, &[]).await?;
+            channel.receive().await
+        }
+        .await;
+        result.map_err(|e| self.lost_error(sandbox, e))
+    }
+
+    /// A failure to talk to init means it is gone (it never closes its socket).
+    fn lost_error(&self, sandbox: &Arc<Sandbox>, error: ProtocolError) -> SandboxError {
+        if Path::new(&format!("/proc/{}", sandbox.record.init_pid)).exists() {
+            return SandboxError::Io(std::io::Error::other(error.to_string()));
+        }
+        sandbox.set_state(SandboxState::Lost);
+        let why = format!("its init process is gone ({error})");
+        self.mark_lost(&sandbox.record.sandbox_id, &why);
+        SandboxError::Lost(why)
+    }
+
+    /// The host path of the sandbox's /workspace, for file operations.
+    pub fn workspace(&self, id: &str) -> Result<Workspace> {
+        let sandbox = self.get(id)?;
+        match sandbox.state() {
+            SandboxState::Lost => Err(SandboxError::Lost("its init process died".to_owned())),
+            _ => Ok(Workspace {
+                root: sandbox.workspace(),
+                uid: sandbox.record.uid,
+            }),
+        }
+    }
+
+    /// Sandboxes this host's cgroup parent holds that no record of this server names:
+    /// leftovers a test can assert are absent.
+    pub fn cgroup_children(&self) -> Vec<String> {
+        self.inner.cgroups.children().unwrap_or_default()
+    }
+}
+
+/// Where a sandbox's files are, seen from the host, and who must own new ones.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub root: PathBuf,
+    pub uid: u32,
+}
+
+/// Watches one foreground exec: forwards output, enforces the timeout, classifies the end.
+struct Watch {
+    sandbox: Arc<Sandbox>,
+    pid: i32,
+    timeout: Duration,
+    before: Option<CgroupCounters>,
+    started: Instant,
+}
+
+impl Watch {
+    async fn run(
+        self,
+        mut channel: Channel,
+        mut out: tokio::net::unix::pipe::Receiver,
+        mut err: tokio::net::unix::pipe::Receiver,
+        tx: mpsc::Sender<ExecEvent>,
+    ) {
+        let mut out_buf = vec![0u8; CHUNK];
+        let mut err_buf = vec![0u8; CHUNK];
+        let (mut out_open, mut err_open) = (true, true);
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let mut timed_out = false;
+        let mut status = None;
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        loop {
+            if status.is_some() && (!out_open && !err_open) {
+                break;
+            }
+            let grace = async {
+                match drain_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                read = out.read(&mut out_buf), if out_open => match read {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => if tx.send(ExecEvent::Stdout(out_buf[..n].to_vec())).await.is_err() { return },
+                },
+                read = err.read(&mut err_buf), if err_open => match read {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(n) => if tx.send(ExecEvent::Stderr(err_buf[..n].to_vec())).await.is_err() { return },
+                },
+                reply = channel.receive(), if status.is_none() => match reply {
+                    Ok(Reply::Exited { status: exit, .. }) => {
+                        status = Some(exit);
+                        drain_until = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        // init is gone: the process went with it.
+                        status = Some(protocol::ExitStatus { code: 137, signal: Some(9) });
+                        drain_until = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+                    }
+                },
+                () = &mut deadline, if !timed_out && status.is_none() => {
+                    timed_out = true;
+                    let _ = kill_process(&self.sandbox, self.pid).await;
+                }
+                () = grace => break,
+            }
+        }
+        let Some(status) = status else { return };
+        let after = self.sandbox.cgroup.counters().ok();
+        let outcome = self.classify(status, timed_out, after);
+        let _ = tx.send(ExecEvent::Exit(outcome)).await;
+    }
+
+    fn classify(
+        &self,
+        status: protocol::ExitStatus,
+        timed_out: bool,
+        after: Option<CgroupCounters>,
+    ) -> ExecOutcome {
+        let grew = |f: fn(&CgroupCounters) -> u64| match (self.before, after) {
+            (Some(before), Some(after)) => f(&after) > f(&before),
+            _ => false,
+        };
+        let (reason, message) = if grew(|c| c.oom_kills) && status.signal.is_some() {
+            (
+                Some(ReasonCode::SandboxOomKilled),
+                Some(format!(
+                    "the sandbox hit its memory limit of {} MiB",
+                    self.sandbox.record.limits.memory_mib
+                )),
+            )
+        } else if grew(|c| c.pids_limit_hits) {
+            (
+                Some(ReasonCode::SandboxPidsLimit),
+                Some(format!(
+                    "the sandbox hit its limit of {} processes",
+                    self.sandbox.record.limits.pids
+                )),
+            )
+        } else if timed_out {
+            (
+                Some(ReasonCode::ExecTimeout),
+                Some(format!(
+                    "the command ran past its timeout of {} ms",
+                    self.timeout.as_millis()
+                )),
+            )
+        } else if status.code != 0 && workspace_full(&self.sandbox) {
+            (
+                Some(ReasonCode::SandboxDiskQuota),
+                Some(format!(
+                    "the sandbox's /workspace or /tmp is full (quota {} MiB / {} MiB)",
+                    self.sandbox.record.limits.disk_mib, self.sandbox.record.limits.tmp_mib
+                )),
+            )
+        } else if let Some(signal) = status.signal {
+            (
+                Some(ReasonCode::ExecKilledBySignal),
+                Some(format!("the command was killed by signal {signal}")),
+            )
+        } else {
+            (None, None)
+        };
+        ExecOutcome {
+            exit_code: status.code,
+            signal: status.signal,
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            reason,
+            message,
+        }
+    }
+}
+
+async fn kill_process(sandbox: &Sandbox, pid: i32) -> Result<(), ProtocolError> {
+    let mut channel = Channel::connect(&sandbox.socket()).await?;
+    channel
+        .send(
+            &Request::Signal {
+                pid,
+                signal: libc::SIGKILL,
+            },
+            &[],
+        )
+        .await?;
+    channel.receive().await.map(|_| ())
+}
+
+/// True when /workspace or /tmp has (almost) no free blocks or inodes left.
+fn workspace_full(sandbox: &Sandbox) -> bool {
+    ["workspace", "tmp"].iter().any(|dir| {
+        let path = format!("/proc/{}/root/{dir}", sandbox.record.init_pid);
+        nix::sys::statvfs::statvfs(path.as_str())
+            .is_ok_and(|s| s.blocks_available() < 4 || s.files_available() < 4)
+    })
+}
+
+/// Collects the exit status of a dead init if this process is its parent (it is when
+/// this server started it); anything else is left alone.
+fn reap(pid: i32) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    for _ in 0..50 {
+        match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(2)),
+            _ => return,
+        }
+    }
+}
+
+fn start_failure(errno: i32, step: &str, argv: &[String], elapsed: Duration) -> ExecOutcome {
+    let error = std::io::Error::from_raw_os_error(errno);
+    let program = argv.first().map(String::as_str).unwrap_or("");
+    let (reason, message) = match (step, errno) {
+        ("resolve", _) | ("exec", libc::ENOENT) => (
+            ReasonCode::ExecCommandNotFound,
+            format!("{program}: command not found"),
+        ),
+        ("exec", libc::EACCES) => (
+            ReasonCode::ExecCommandNotFound,
+            format!("{program}: permission denied"),
+        ),
+        ("fork", libc::EAGAIN) => (
+            ReasonCode::SandboxPidsLimit,
+            "the sandbox hit its process limit".to_owned(),
+        ),
+        (step, _) => (
+            ReasonCode::ExecStartFailed,
+            format!("{program}: cannot start ({step}: {error})"),
+        ),
+    };
+    ExecOutcome {
+        exit_code: 127,
+        signal: None,
+        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        reason: Some(reason),
+        message: Some(message),
+    }
+}
+
+fn keep(buffer: &mut Vec<u8>, bytes: &[u8], limit: usize, truncated: &mut bool) {
+    let room = limit.saturating_sub(buffer.len());
+    if bytes.len() > room {
+        *truncated = true;
+    }
+    buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+fn resolve_timeout(requested: Option<Duration>, limits: &WorkloadLimits) -> Result<Duration> {
+    let max = Duration::from_millis(limits.exec_timeout_max_ms);
+    match requested {
+        None => Ok(Duration::from_millis(limits.exec_timeout_ms)),
+        Some(t) if t.is_zero() => Err(SandboxError::Invalid(
+            "timeout_ms must be at least 1".to_owned(),
+        )),
+        Some(t) if t > max => Err(SandboxError::Invalid(format!(
+            "timeout_ms must not exceed {} for this workload class",
+            limits.exec_timeout_max_ms
+        ))),
+        Some(t) => Ok(t),
+    }
+}
+
+fn resolve_cwd(cwd: Option<&str>) -> Result<String> {
+    let cwd = cwd.unwrap_or("/workspace");
+    if cwd.contains('\0') {
+        return Err(SandboxError::Invalid("cwd must not contain NUL".to_owned()));
+    }
+    Ok(if cwd.starts_with('/') {
+        cwd.to_owned()
+    } else {
+        format!("/workspace/{cwd}")
+    })
+}
+
+/// The default environment with the caller's values on top.
+fn environment(extra: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    let uid = SANDBOX_UID.to_string();
+    let mut env: Vec<(String, String)> = [
+        ("PATH", crate::init::DEFAULT_PATH),
+        ("HOME", "/workspace"),
+        ("USER", "sandbox"),
+        ("LOGNAME", "sandbox"),
+        ("SHELL", "/bin/sh"),
+        ("LANG", "C.UTF-8"),
+        ("TMPDIR", "/tmp"),
+        ("HOSTNAME", crate::launch::HOSTNAME),
+        ("UID", uid.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    for (key, value) in extra {
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return Err(SandboxError::Invalid(format!(
+                "environment variable `{key}`: names must be non-empty without `=` or NUL, values without NUL"
+            )));
+        }
+        env.retain(|(k, _)| k != key);
+        env.push((key.clone(), value.clone()));
+    }
+    Ok(env)
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SandboxError::Invalid(format!("bad sandbox id `{id}`")))
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    use std::io::Write;
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode_0600()
+        .open(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CgroupError> + Send + 'static,
+) -> Result<T>
+where
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SandboxError::Io(std::io::Error::other(e)))?
+        .map_err(SandboxError::from)
+}
+
+async fn hello(socket: &Path) -> Result<(), ProtocolError> {
+    let mut channel = Channel::connect(socket).await?;
+    channel.send(&Request::Hello, &[]).await?;
+    match channel.receive().await? {
+        Reply::Hello { version, .. } if version == protocol::PROTOCOL_VERSION => Ok(()),
+        _ => Err(ProtocolError::Io(nix::Error::EPROTO)),
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn io_errno(error: &std::io::Error) -> nix::Error {
+    nix::Error::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// One connection to a sandbox's init, driven by tokio.
+struct Channel {
+    fd: AsyncFd<OwnedFd>,
+    buffer: Vec<u8>,
+}
+
+impl Channel {
+    async fn connect(path: &Path) -> Result<Self, ProtocolError> {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        let addr = UnixAddr::new(path)?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) | Err(nix::Error::EINPROGRESS) => {}
+            Err(nix::Error::ENOENT | nix::Error::ECONNREFUSED) => {
+                return Err(ProtocolError::Closed);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        // SAFETY: `fd` is an open socket that the AsyncFd owns from here on; an OwnedFd
+        // always reports the same descriptor.
+        let fd = unsafe { AsyncFd::register(fd) }
+            .map_err(|e| ProtocolError::Io(io_errno(&e.into_parts().1)))?;
+        Ok(Self {
+            fd,
+            buffer: vec![0u8; protocol::MAX_PACKET],
+        })
+    }
+
+    async fn send(&mut self, message: &Request, fds: &[i32]) -> Result<(), ProtocolError> {
+        loop {
+            let mut guard = self
+                .fd
+                .writable()
+                .await
+                .map_err(|e| ProtocolError::Io(io_errno(&e)))?;
+            match protocol::send(guard.get_inner().as_raw_fd(), message, fds) {
+                Err(ProtocolError::Io(nix::Error::EAGAIN)) => guard.clear_ready(),
+                other => return other,
+            }
+        }
+    }
+
+    async fn receive(&mut self) -> Result<Reply, ProtocolError> {
+        loop {
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .map_err(|e| ProtocolError::Io(io_errno(&e)))?;
+            match protocol::receive::<Reply>(guard.get_inner().as_raw_fd(), &mut self.buffer) {
+                Err(ProtocolError::Io(nix::Error::EAGAIN)) => guard.clear_ready(),
+                Ok((reply, _fds)) => return Ok(reply),
+                Err(other) => return Err(other),
+            }
+        }
+    }
+}
