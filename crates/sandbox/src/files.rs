@@ -6,7 +6,7 @@
 //! `/proc` magic links that would leave the workspace fail in the kernel (EXDEV/ELOOP),
 //! atomically with the lookup: a sandbox swapping a directory for a symlink between
 //! two calls gains nothing. Names are created and removed only relative to a directory
-//! fd resolved that way. New files and directories are owned by the sandbox's uid.
+//! fd resolved that way, acting as the sandbox's user (its filesystem uid and gid).
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -89,6 +89,34 @@ fn errno_error(errno: Errno, path: &str) -> SandboxError {
     }
 }
 
+/// Switches this thread's filesystem uid and gid to the sandbox's for the guard's
+/// lifetime. The workspace is a tmpfs of the sandbox's user namespace, where the host's
+/// root has no mapping (creating a file as root fails with EOVERFLOW); acting as the
+/// sandbox's user also means the host side can do nothing its owner could not.
+struct AsSandboxUser;
+
+impl AsSandboxUser {
+    fn enter(uid: u32) -> Self {
+        // SAFETY: setfsuid/setfsgid change only this thread's filesystem ids; they take
+        // plain integers and cannot fail in a way that leaves memory unsafe.
+        unsafe {
+            libc::setfsgid(uid);
+            libc::setfsuid(uid);
+        }
+        AsSandboxUser
+    }
+}
+
+impl Drop for AsSandboxUser {
+    fn drop(&mut self) {
+        // SAFETY: as above; back to the thread's real ids (root, for the server).
+        unsafe {
+            libc::setfsuid(libc::getuid());
+            libc::setfsgid(libc::getgid());
+        }
+    }
+}
+
 impl Workspace {
     fn root_fd(&self) -> Result<OwnedFd> {
         nix::fcntl::open(
@@ -149,6 +177,7 @@ impl Workspace {
     pub fn read(&self, path: &str, max: u64) -> Result<Vec<u8>> {
         let parts = components(path)?;
         let root = self.root_fd()?;
+        let _user = AsSandboxUser::enter(self.uid);
         let fd = self
             .open_beneath(&root, &parts, OFlag::O_RDONLY, 0)
             .map_err(|e| errno_error(e, path))?;
@@ -181,6 +210,7 @@ impl Workspace {
         };
         let mode = mode.unwrap_or(0o644) & 0o7777 & !0o6000;
         let root = self.root_fd()?;
+        let _user = AsSandboxUser::enter(self.uid);
         let parent = self.make_dirs(&root, parents, path)?;
         let temp = format!(".cordon-upload-{}-{}", std::process::id(), unique());
         let fd = nix::fcntl::openat(
@@ -191,7 +221,6 @@ impl Workspace {
         )
         .map_err(|e| errno_error(e, path))?;
         let written = (|| -> Result<(), Errno> {
-            nix::unistd::fchown(&fd, Some(self.uid.into()), Some(self.uid.into()))?;
             nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))?;
             let mut offset = 0;
             while offset < bytes.len() {
@@ -228,14 +257,6 @@ impl Workspace {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(errno) => return Err(errno_error(errno, path)),
                     }
-                    nix::unistd::fchownat(
-                        &above,
-                        name,
-                        Some(self.uid.into()),
-                        Some(self.uid.into()),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| errno_error(e, path))?;
                 }
                 Err(errno) => return Err(errno_error(errno, path)),
             }
@@ -254,6 +275,7 @@ impl Workspace {
             ));
         };
         let root = self.root_fd()?;
+        let _user = AsSandboxUser::enter(self.uid);
         let parent = self
             .open_beneath(&root, parents, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
             .map_err(|e| errno_error(e, path))?;
@@ -264,6 +286,7 @@ impl Workspace {
     pub fn list(&self, dir: &str) -> Result<Vec<FileEntry>> {
         let parts = components(dir)?;
         let root = self.root_fd()?;
+        let _user = AsSandboxUser::enter(self.uid);
         let fd = self
             .open_beneath(&root, &parts, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
             .map_err(|e| errno_error(e, dir))?;

@@ -225,7 +225,9 @@ impl Init {
             },
             Request::Exec(spec) => self.start(spec, fds, conn),
             Request::Signal { pid, signal } => {
-                if !self.processes.contains_key(&pid) {
+                // Any pid or process group of this pid namespace is the sandbox's own,
+                // so a group whose leader already exited can still be ended.
+                if pid <= 1 {
                     return Reply::Error {
                         message: format!("no process {pid}"),
                     };

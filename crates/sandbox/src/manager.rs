@@ -885,6 +885,18 @@ impl Watch {
         let Some(status) = status else { return };
         let after = self.sandbox.cgroup.counters().ok();
         let outcome = self.classify(status, timed_out, after);
+        if matches!(
+            outcome.reason,
+            Some(
+                ReasonCode::SandboxPidsLimit
+                    | ReasonCode::ExecTimeout
+                    | ReasonCode::SandboxOomKilled
+            )
+        ) {
+            // A command that hit a limit takes what it left behind in its process group
+            // with it (a fork bomb's children outlive their parent).
+            let _ = kill_process(&self.sandbox, self.pid).await;
+        }
         let _ = tx.send(ExecEvent::Exit(outcome)).await;
     }
 
