@@ -28,6 +28,8 @@ pub struct BenchArgs {
 enum BenchTarget {
     /// Session creates and full lifecycles through the HTTP API.
     Sessions(SessionsArgs),
+    /// Sandbox start-up, exec round trips and density, next to bubblewrap (needs root).
+    Sandboxes(crate::bench_sandbox::SandboxArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,8 +64,11 @@ struct SessionsArgs {
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
-    let BenchTarget::Sessions(args) = args.target;
-    match sessions(args).await {
+    let result = match args.target {
+        BenchTarget::Sessions(args) => sessions(args).await,
+        BenchTarget::Sandboxes(args) => crate::bench_sandbox::run(args).await,
+    };
+    match result {
         Ok(()) => exit::code(exit::OK),
         Err(error) => {
             eprintln!("error: {error:#}");

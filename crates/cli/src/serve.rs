@@ -134,7 +134,7 @@ impl RunningServer {
 pub const TOKEN_FILE: &str = "bootstrap-admin.token";
 const LEASE_TTL: Duration = Duration::from_secs(30);
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a terminal: a log file or journald would get raw escape codes.
@@ -274,7 +274,10 @@ async fn sandbox_manager(config: &ServerConfig) -> anyhow::Result<Option<Sandbox
         tracing::info!("sandboxes are off: sessions run without them");
         return Ok(None);
     }
-    let launcher = std::env::current_exe().context("cannot find the cordon executable")?;
+    let cordon = std::env::current_exe().context("cannot find the cordon executable")?;
+    // The small launcher next to this binary if installed, else this binary itself.
+    let small = cordon.with_file_name("cordon-sandbox");
+    let launcher = if small.is_file() { small } else { cordon };
     let mut sandbox_config = SandboxConfig::under(&config.data_dir, launcher);
     sandbox_config.system_root = settings.system_root.clone();
     sandbox_config.uid_dir = settings.uid_dir.clone();

@@ -65,6 +65,14 @@ pub struct CgroupCounters {
     pub pids_current: u64,
 }
 
+/// The counters that tell why a command ended: read before and after every exec, so
+/// only the two files they need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitEvents {
+    pub oom_kills: u64,
+    pub pids_limit_hits: u64,
+}
+
 /// The hierarchies' directories for the parent group.
 #[derive(Debug, Clone)]
 enum Layout {
@@ -541,6 +549,20 @@ impl Cgroup {
                     pids_current: number(&pids.join("pids.current")),
                 }
             }
+        })
+    }
+
+    /// OOM kills and pids-limit hits so far.
+    pub fn limit_events(&self) -> Result<LimitEvents, CgroupError> {
+        let (memory, pids) = match &self.layout {
+            Layout::V2 { parent } => (parent.join("memory.events"), parent.join("pids.events")),
+            Layout::V1 { memory, pids, .. } => {
+                (memory.join("memory.oom_control"), pids.join("pids.events"))
+            }
+        };
+        Ok(LimitEvents {
+            oom_kills: keyed(&read(&memory)?, "oom_kill"),
+            pids_limit_hits: keyed(&read(&pids)?, "max"),
         })
     }
 

@@ -110,11 +110,19 @@ fn launch(dir: &Path) -> Result<Pid, String> {
     let spec_bytes = fs::read(dir.join(SPEC_FILE)).map_err(|e| format!("read {SPEC_FILE}: {e}"))?;
     let spec: LaunchSpec =
         serde_json::from_slice(&spec_bytes).map_err(|e| format!("parse {SPEC_FILE}: {e}"))?;
+    let trace = std::env::var_os("CORDON_LAUNCH_TRACE").is_some();
+    let t0 = std::time::Instant::now();
+    let mark = |what: &str| {
+        if trace {
+            eprintln!("launcher: {what} at {} us", t0.elapsed().as_micros());
+        }
+    };
     let me = std::process::id().to_string();
     for procs in &spec.cgroup_procs {
         fs::write(procs, &me).map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
     }
     let listener = control_listener(&dir.join(SOCKET_FILE))?;
+    mark("spec read, cgroup joined, socket bound");
 
     // Two pipes: "maps written" to the child, "ready or error text" from it.
     let (go_read, go_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
@@ -153,6 +161,7 @@ fn launch(dir: &Path) -> Result<Pid, String> {
         unsafe { libc::_exit(code) };
     }
     let pid = Pid::from_raw(i32::try_from(ret).map_err(|e| e.to_string())?);
+    mark("cloned");
     drop(go_read);
     drop(report_write);
     drop(listener);
@@ -169,6 +178,7 @@ fn launch(dir: &Path) -> Result<Pid, String> {
         )
         .map_err(|e| format!("write gid_map: {e}"))?;
         nix::unistd::write(&go_write, b"g").map_err(|e| format!("signal child: {e}"))?;
+        mark("maps written");
         drop(go_write);
         let report = read_all(report_read).map_err(|e| format!("read child report: {e}"))?;
         if report == b"ok" {
@@ -179,6 +189,7 @@ fn launch(dir: &Path) -> Result<Pid, String> {
             Err(String::from_utf8_lossy(&report).into_owned())
         }
     })();
+    mark("child reported");
     match result {
         Ok(()) => Ok(pid),
         Err(error) => {
@@ -242,6 +253,13 @@ pub(crate) struct Setup {
 }
 
 fn setup(spec: &LaunchSpec) -> Result<Setup, String> {
+    let trace = std::env::var_os("CORDON_LAUNCH_TRACE").is_some();
+    let t0 = std::time::Instant::now();
+    let mark = |what: &str| {
+        if trace {
+            eprintln!("launch: {what} at {} us", t0.elapsed().as_micros());
+        }
+    };
     let id = Gid::from_raw(SANDBOX_UID);
     nix::unistd::setresgid(id, id, id).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
@@ -259,11 +277,14 @@ fn setup(spec: &LaunchSpec) -> Result<Setup, String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         "mode=0755,size=4m,nr_inodes=4096",
     )?;
+    mark("private root tmpfs");
     for entry in SYSTEM_ENTRIES {
         bind_system_entry(&spec.system_root.join(entry), &root.join(entry))?;
     }
+    mark("system binds");
     write_etc(&root.join("etc"))?;
     build_dev(&root.join("dev"))?;
+    mark("etc and dev");
     mkdir(&root.join("proc"))?;
     mount_fs(
         "proc",
@@ -290,6 +311,7 @@ fn setup(spec: &LaunchSpec) -> Result<Setup, String> {
         &format!("mode=0755,size={},nr_inodes={inodes}", spec.disk_bytes),
     )?;
 
+    mark("proc, tmp, workspace");
     nix::unistd::chdir(root).map_err(|e| format!("chdir new root: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
@@ -304,7 +326,9 @@ fn setup(spec: &LaunchSpec) -> Result<Setup, String> {
         "make / read-only",
     )?;
     fs::create_dir_all("/tmp/.cordon").map_err(|e| format!("mkdir /tmp/.cordon: {e}"))?;
+    mark("pivot");
     loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+    mark("lo up");
     quiet_stdio()?;
     // Nobody in the sandbox may read this process's memory or files under /proc/1.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl dumpable: {e}"))?;

@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::cgroup::{Cgroup, CgroupCounters, CgroupError, CgroupLimits, CgroupRoot};
+use crate::cgroup::{Cgroup, CgroupCounters, CgroupError, CgroupLimits, CgroupRoot, LimitEvents};
 use crate::config::{SandboxConfig, WorkloadLimits};
 use crate::launch::{LaunchOutcome, LaunchSpec, SANDBOX_UID, SOCKET_FILE, SPEC_FILE};
 use crate::protocol::{self, ExecSpec, ProcessRecord, ProtocolError, Reply, Request};
@@ -332,10 +332,10 @@ impl SandboxManager {
     /// Starts the sandbox of session `id` with the limits of `class`. Starting one that
     /// runs already is a no-op; a lost one is replaced.
     pub async fn start(&self, id: &str, class: &str, owner: &str) -> Result<SandboxInfo> {
-        if let Ok(sandbox) = self.get(id) {
-            if sandbox.state() != SandboxState::Lost {
-                return Ok(sandbox.info());
-            }
+        if let Ok(sandbox) = self.get(id)
+            && sandbox.state() != SandboxState::Lost
+        {
+            return Ok(sandbox.info());
         }
         validate_id(id)?;
         // A lost sandbox leaves nothing behind but its record; clear it first.
@@ -434,9 +434,8 @@ impl SandboxManager {
             dir,
             state: Mutex::new(SandboxState::Running),
         });
-        hello(&sandbox.socket())
-            .await
-            .map_err(|e| SandboxError::StartFailed(format!("init does not answer: {e}")))?;
+        // No hello needed: the launcher bound the socket before init existed and only
+        // reports ready once init has set up.
         Ok(sandbox)
     }
 
@@ -615,7 +614,7 @@ impl SandboxManager {
         let mut channel = Channel::connect(&sandbox.socket())
             .await
             .map_err(|e| self.lost_error(&sandbox, e))?;
-        let before = sandbox.cgroup.counters().ok();
+        let before = sandbox.cgroup.limit_events().ok();
         let started = Instant::now();
         channel
             .send(
@@ -824,7 +823,7 @@ struct Watch {
     sandbox: Arc<Sandbox>,
     pid: i32,
     timeout: Duration,
-    before: Option<CgroupCounters>,
+    before: Option<LimitEvents>,
     started: Instant,
 }
 
@@ -883,7 +882,7 @@ impl Watch {
             }
         }
         let Some(status) = status else { return };
-        let after = self.sandbox.cgroup.counters().ok();
+        let after = self.sandbox.cgroup.limit_events().ok();
         let outcome = self.classify(status, timed_out, after);
         if matches!(
             outcome.reason,
@@ -904,9 +903,9 @@ impl Watch {
         &self,
         status: protocol::ExitStatus,
         timed_out: bool,
-        after: Option<CgroupCounters>,
+        after: Option<LimitEvents>,
     ) -> ExecOutcome {
-        let grew = |f: fn(&CgroupCounters) -> u64| match (self.before, after) {
+        let grew = |f: fn(&LimitEvents) -> u64| match (self.before, after) {
             (Some(before), Some(after)) => f(&after) > f(&before),
             _ => false,
         };
@@ -1102,6 +1101,9 @@ fn validate_id(id: &str) -> Result<()> {
     }
 }
 
+/// Writes a file whole (temporary file, then rename). Not fsynced on purpose: the
+/// state files must survive the server's crash (the page cache does), and a sandbox
+/// never survives the host's.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     use std::io::Write;
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
@@ -1113,7 +1115,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         .mode_0600()
         .open(&tmp)?;
     file.write_all(&bytes)?;
-    file.sync_all()?;
+    drop(file);
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 use serde::{Deserialize, Serialize};
 
 /// Largest packet either side sends or accepts.
-pub const MAX_PACKET: usize = 1 << 20;
+pub const MAX_PACKET: usize = 256 << 10;
 /// Protocol revision; a server refuses an init that speaks another one.
 pub const PROTOCOL_VERSION: u32 = 1;
 

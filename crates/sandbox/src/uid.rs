@@ -4,6 +4,8 @@
 //! A claim is a file `<dir>/<uid>` holding its owner. It is written to a temporary file
 //! first and hard-linked into place (`link` fails if the name exists), so a claim is
 //! atomic and never visible without its owner, and it survives a crash of the claimer.
+//! It is not fsynced: claims live on /run (a tmpfs), and a sandbox does not outlive the
+//! host anyway.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -58,7 +60,6 @@ impl UidPool {
             .mode(0o600)
             .open(&temp)?;
         file.write_all(owner.as_bytes())?;
-        file.sync_all()?;
         drop(file);
         let result = self.link_free(&temp);
         let _ = std::fs::remove_file(&temp);

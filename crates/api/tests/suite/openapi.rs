@@ -117,7 +117,10 @@ fn unrouted(reply: &Reply) -> bool {
 
 async fn call(client: &Client, method: &str, path: &str) -> Reply {
     let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
-    let filled = path.replace("{id}", "made_up_id_0");
+    let filled = path
+        .replace("{id}", "made_up_id_0")
+        .replace("{pid}", "1")
+        .replace("{path}", "some/file.txt");
     assert!(!filled.contains('{'), "unfilled path parameter in {path}");
     let request = client.request(method.clone(), &filled);
     let request = if method == Method::POST {
