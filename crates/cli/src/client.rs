@@ -41,6 +41,12 @@ pub struct ClientArgs<C: Subcommand> {
     command: C,
 }
 
+impl<C: Subcommand> ClientArgs<C> {
+    pub(crate) fn command(&self) -> &C {
+        &self.command
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant.
@@ -159,24 +165,34 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 }
 
 /// A failed command: what to print and which code to exit with.
-struct Failure {
-    code: u8,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
-type Outcome<T> = Result<T, Failure>;
+pub(crate) type Outcome<T> = Result<T, Failure>;
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-    json: bool,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) token: Option<String>,
+    pub(crate) json: bool,
 }
 
 impl Client {
-    fn new<C: Subcommand>(args: &ClientArgs<C>) -> Outcome<Self> {
+    pub(crate) fn new<C: Subcommand>(args: &ClientArgs<C>) -> Outcome<Self> {
+        Self::build(&args.url, args.token.clone(), args.json, args.timeout)
+    }
+
+    /// A client for `url`; `timeout` (seconds) bounds each whole request.
+    pub(crate) fn build(
+        url: &str,
+        token: Option<String>,
+        json: bool,
+        timeout: u64,
+    ) -> Outcome<Self> {
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(args.timeout.max(1)))
+            .timeout(std::time::Duration::from_secs(timeout.max(1)))
             .build()
             .map_err(|error| Failure {
                 code: exit::INTERNAL,
@@ -184,14 +200,14 @@ impl Client {
             })?;
         Ok(Self {
             http,
-            base: args.url.trim_end_matches('/').to_owned(),
-            token: args.token.clone(),
-            json: args.json,
+            base: url.trim_end_matches('/').to_owned(),
+            token,
+            json,
         })
     }
 
     /// Sends a request and returns the raw JSON of a successful answer.
-    async fn call<B: Serialize>(
+    pub(crate) async fn call<B: Serialize>(
         &self,
         method: Method,
         path: &str,
@@ -231,7 +247,7 @@ impl Client {
     }
 
     /// Prints the answer: the server's JSON with `--json`, else `table` of it.
-    fn show<T: DeserializeOwned>(
+    pub(crate) fn show<T: DeserializeOwned>(
         &self,
         value: serde_json::Value,
         table: fn(T) -> String,
@@ -252,7 +268,7 @@ impl Client {
     }
 }
 
-fn http_failure(status: StatusCode, body: &[u8]) -> Failure {
+pub(crate) fn http_failure(status: StatusCode, body: &[u8]) -> Failure {
     let message = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(error) => format!(
             "{}: {} (HTTP {}, request {})",
@@ -273,7 +289,7 @@ fn http_failure(status: StatusCode, body: &[u8]) -> Failure {
     }
 }
 
-fn finish(outcome: Outcome<()>) -> ExitCode {
+pub(crate) fn finish(outcome: Outcome<()>) -> ExitCode {
     match outcome {
         Ok(()) => exit::code(exit::OK),
         Err(failure) => {
@@ -305,7 +321,7 @@ fn confirm(question: &str) -> Outcome<()> {
 }
 
 /// Renders rows as left-aligned columns under a header.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

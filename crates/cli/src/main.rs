@@ -7,6 +7,7 @@ mod bench;
 mod bench_sandbox;
 mod client;
 mod exit;
+mod sandbox_client;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,13 @@ enum Command {
     Key(client::ClientArgs<client::KeyCommand>),
     /// Create, inspect and drive sessions.
     Session(client::ClientArgs<client::SessionCommand>),
+    /// Run a command in a session's sandbox: `cordon exec SESSION -- PROGRAM ARGS...`.
+    /// Streams its output and exits with its exit code.
+    Exec(sandbox_client::ExecArgs),
+    /// Move files in and out of a session's /workspace.
+    Files(client::ClientArgs<sandbox_client::FilesCommand>),
+    /// List and kill the processes of a session's sandbox.
+    Process(client::ClientArgs<sandbox_client::ProcessCommand>),
     /// Measure the server (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -68,6 +76,9 @@ fn main() -> std::process::ExitCode {
             Command::Tenant(args) => client::run_tenant(args).await,
             Command::Key(args) => client::run_key(args).await,
             Command::Session(args) => client::run_session(args).await,
+            Command::Exec(args) => sandbox_client::run_exec(args).await,
+            Command::Files(args) => sandbox_client::run_files(args).await,
+            Command::Process(args) => sandbox_client::run_process(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })
