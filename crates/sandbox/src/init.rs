@@ -16,8 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use landlock::{
-    ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr,
-    path_beneath_rules,
+    ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, path_beneath_rules,
 };
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -55,42 +54,41 @@ pub fn seccomp_filters() -> Result<Vec<BpfProgram>, String> {
         .collect()
 }
 
-/// Everything a child needs to confine itself, prepared once by init.
-struct Confinement {
-    ruleset: RulesetCreated,
-    filters: Vec<BpfProgram>,
-    open_files: u64,
-    last_cap: u32,
-}
-
-impl Confinement {
-    fn prepare(setup: &Setup) -> Result<Self, String> {
-        let abi = ABI::V5;
-        let device =
-            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
-        let ruleset = Ruleset::default()
-            .handle_access(AccessFs::from_all(abi))
-            .and_then(|r| r.create())
-            .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
-            .and_then(|r| {
-                r.add_rules(path_beneath_rules(
-                    ["/workspace", "/tmp"],
-                    AccessFs::from_all(abi),
-                ))
-            })
-            .and_then(|r| r.add_rules(path_beneath_rules(["/dev", "/proc"], device)))
-            .map_err(|e| format!("landlock: {e}"))?;
-        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(40);
-        Ok(Self {
-            ruleset,
-            filters: seccomp_filters()?,
-            open_files: setup.open_files,
-            last_cap,
+/// Confines init itself, once, after it built the sandbox: every process it starts
+/// inherits all of it. rlimits (NOFILE, CORE=0), every capability dropped (bounding,
+/// ambient, effective, permitted, inheritable), `no_new_privs`, landlock (read and
+/// execute beneath `/`, writes only beneath /workspace and /tmp, device files and
+/// /proc), then both seccomp filters.
+pub(crate) fn confine_self(setup: &Setup) -> Result<(), String> {
+    use nix::sys::resource::{Resource, setrlimit};
+    let files = setup.open_files;
+    setrlimit(Resource::RLIMIT_NOFILE, files, files).map_err(|e| format!("rlimit nofile: {e}"))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("rlimit core: {e}"))?;
+    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63);
+    drop_capabilities(last_cap).map_err(|step| format!("drop {step}"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    let abi = ABI::V5;
+    let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
+    Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
+        .and_then(|r| {
+            r.add_rules(path_beneath_rules(
+                ["/workspace", "/tmp"],
+                AccessFs::from_all(abi),
+            ))
         })
+        .and_then(|r| r.add_rules(path_beneath_rules(["/dev", "/proc"], device)))
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| format!("landlock: {e}"))?;
+    for filter in seccomp_filters()? {
+        seccompiler::apply_filter(&filter).map_err(|e| format!("seccomp: {e}"))?;
     }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -107,7 +105,6 @@ struct Conn {
 }
 
 struct Init {
-    confinement: Confinement,
     started_at_micros: i64,
     conns: Vec<Conn>,
     next_conn: u64,
@@ -118,11 +115,7 @@ struct Init {
 
 /// Serves the control socket until the sandbox is killed. Returns an exit code only if
 /// it cannot start.
-pub(crate) fn serve(listener: OwnedFd, setup: Setup) -> i32 {
-    let confinement = match Confinement::prepare(&setup) {
-        Ok(confinement) => confinement,
-        Err(_) => return 1,
-    };
+pub(crate) fn serve(listener: OwnedFd) -> i32 {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     if sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).is_err() {
@@ -133,7 +126,6 @@ pub(crate) fn serve(listener: OwnedFd, setup: Setup) -> i32 {
         return 1;
     };
     let mut init = Init {
-        confinement,
         started_at_micros: now_micros(),
         conns: Vec::new(),
         next_conn: 0,
@@ -335,8 +327,7 @@ impl Init {
             Err(errno) => failed(errno, "fork"),
             Ok(ForkResult::Child) => {
                 drop(report_read);
-                let (errno, step) =
-                    confine_and_exec(&self.confinement, &stdio, &cwd, &program, &argv, &env);
+                let (errno, step) = start_child(&stdio, &cwd, &program, &argv, &env);
                 let mut message = (errno as i32).to_le_bytes().to_vec();
                 message.extend_from_slice(step.as_bytes());
                 let _ = nix::unistd::write(&report_write, &message);
@@ -450,10 +441,10 @@ fn resolve(name: &str, path_var: &str, cwd: &str) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// Runs in the forked child: confines it and execs. Returns only on failure, with the
-/// errno and the step that failed.
-fn confine_and_exec(
-    confinement: &Confinement,
+/// Runs in the forked child (already confined: it inherits init's confinement): its own
+/// process group, its stdio, its directory, no other fd across exec. Returns only on
+/// failure, with the errno and the step that failed.
+fn start_child(
     stdio: &[OwnedFd],
     cwd: &CString,
     program: &CString,
@@ -475,33 +466,6 @@ fn confine_and_exec(
     }
     if let Err(errno) = nix::unistd::chdir(cwd.as_c_str()) {
         return (errno, "chdir");
-    }
-    use nix::sys::resource::{Resource, setrlimit};
-    let files = confinement.open_files;
-    if let Err(errno) = setrlimit(Resource::RLIMIT_NOFILE, files, files) {
-        return (errno, "rlimit");
-    }
-    if let Err(errno) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
-        return (errno, "rlimit");
-    }
-    if let Err(step) = drop_capabilities(confinement.last_cap) {
-        return (Errno::last(), step);
-    }
-    if let Err(errno) = nix::sys::prctl::set_no_new_privs() {
-        return (errno, "no_new_privs");
-    }
-    match confinement.ruleset.try_clone() {
-        Ok(ruleset) => {
-            if ruleset.restrict_self().is_err() {
-                return (Errno::EPERM, "landlock");
-            }
-        }
-        Err(_) => return (Errno::EMFILE, "landlock"),
-    }
-    for filter in &confinement.filters {
-        if seccompiler::apply_filter(filter).is_err() {
-            return (Errno::EPERM, "seccomp");
-        }
     }
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's fds.
     if unsafe {

@@ -77,12 +77,9 @@ const SYSTEM_ENTRIES: &[&str] = &[
     "etc/ssl",
     "etc/ca-certificates",
     "etc/ld.so.cache",
-    "etc/ld.so.conf",
-    "etc/ld.so.conf.d",
     "etc/localtime",
     "etc/protocols",
     "etc/services",
-    "etc/mime.types",
 ];
 
 /// Device nodes bound from the host's /dev.
@@ -232,18 +229,16 @@ fn child(spec: &LaunchSpec, listener: OwnedFd, go: OwnedFd, report: OwnedFd) -> 
         return 1;
     }
     drop(go);
-    let setup = match setup(spec) {
-        Ok(setup) => setup,
-        Err(error) => {
-            let _ = nix::unistd::write(&report, error.as_bytes());
-            return 1;
-        }
-    };
+    let confined = setup(spec).and_then(|setup| crate::init::confine_self(&setup));
+    if let Err(error) = confined {
+        let _ = nix::unistd::write(&report, error.as_bytes());
+        return 1;
+    }
     if nix::unistd::write(&report, b"ok").is_err() {
         return 1;
     }
     drop(report);
-    crate::init::serve(listener, setup)
+    crate::init::serve(listener)
 }
 
 /// What setup hands to the init loop.
