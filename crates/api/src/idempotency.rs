@@ -25,7 +25,9 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// the work ran again, and the earlier attempt may have taken effect too.
 pub const IDEMPOTENT_RETAKEN: &str = "idempotent-retaken";
 /// Recorded responses larger than this are not kept (the request is still answered).
-const MAX_RECORDED_BODY: usize = 1 << 20;
+/// Large enough for an exec result carrying the default output limits (1 MiB per
+/// stream) even when JSON escaping inflates it.
+const MAX_RECORDED_BODY: usize = 16 << 20;
 
 pub(crate) async fn idempotency(
     State(state): State<AppState>,
@@ -141,12 +143,16 @@ pub(crate) async fn idempotency(
 
 fn replay(recorded: RecordedResponse) -> Response {
     let status = StatusCode::from_u16(recorded.status).unwrap_or(StatusCode::OK);
+    // Every recorded answer is JSON; a streamed exec (one JSON object per line) is the
+    // only one that ends with a newline.
+    let content_type = if recorded.body.ends_with(b"\n") {
+        "application/x-ndjson"
+    } else {
+        "application/json"
+    };
     let mut response = (status, recorded.body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     response
 }

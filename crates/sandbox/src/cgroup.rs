@@ -724,22 +724,23 @@ mod tests {
                 },
             )
             .unwrap();
-        // The shell joins the group before it forks anything.
+        // Each shell joins the group before it does anything else.
         let files: Vec<String> = group
             .procs_files()
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        let script = format!(
-            "for f in {}; do echo $$ > $f; done; for i in 1 2 3 4 5 6; do sleep 0.5 & done; wait; \
-             python3 -c 'b = bytearray(256 << 20)'",
-            files.join(" ")
-        );
-        let _ = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stderr(std::process::Stdio::null())
-            .status();
+        let join = format!("for f in {}; do echo $$ > $f; done", files.join(" "));
+        for script in [
+            format!("{join}; exec /usr/bin/python3 -c 'b = bytearray(256 << 20)'"),
+            format!("{join}; sleep 1 & sleep 1 & sleep 1 & sleep 1 & wait"),
+        ] {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         let counters = group.counters().unwrap();
         assert!(counters.pids_limit_hits >= 1, "{counters:?}");
         assert!(counters.oom_kills >= 1, "{counters:?}");

@@ -859,12 +859,18 @@ fn escape_attempts_fail() {
     }
     s.fails(&id, &python(&format!("import socket; s=socket.socket(socket.AF_INET6); s.settimeout(2); s.connect(('::1', {port}))")));
     s.fails(&id, &python("import socket; s=socket.socket(socket.AF_INET6); s.settimeout(2); s.connect(('2606:4700:4700::1111', 80))"));
-    s.fails(
+    // An abstract unix socket listening on the host is out of reach.
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("cordon-escape-test-{}", std::process::id());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _host_listener = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+    let stderr = s.fails(
         &id,
-        &python(
-            "import socket; s=socket.socket(socket.AF_UNIX); s.connect(b'\\\\0/tmp/.X11-unix/X0')",
-        ),
+        &python(&format!(
+            "import socket; s=socket.socket(socket.AF_UNIX); s.connect(b'\\\\0{name}')"
+        )),
     );
+    assert!(stderr.contains("ConnectionRefusedError"), "{stderr}");
     assert_eq!(
         s.ok(
             &id,
