@@ -165,7 +165,21 @@ impl Control {
         let mut current = session.clone();
         for attempt in 0..=CONCURRENT_CHANGE_RETRIES {
             let to = current.phase.apply(action)?;
-            let lease = self.lease_for(current.tenant_id, current.id).await?;
+            // The sandbox moves first, so a session never reads `active` without one;
+            // if the lease or the store then refuses, the sandbox is moved back. Taking
+            // the lease and moving the sandbox overlap: both take a while.
+            let (lease, moved) = tokio::join!(
+                self.lease_for(current.tenant_id, current.id),
+                self.sandbox_before(&current, to)
+            );
+            let lease = match (lease, moved) {
+                (Ok(lease), Ok(())) => lease,
+                (Err(error), Ok(())) => {
+                    self.sandbox_undo(&current, to).await;
+                    return Err(error);
+                }
+                (_, Err(error)) => return Err(error),
+            };
             let transition = Transition {
                 tenant_id: current.tenant_id,
                 session_id: current.id,
@@ -176,9 +190,6 @@ impl Control {
                 reason: reason.clone(),
                 at: Timestamp::now(),
             };
-            // The sandbox moves first, so a session never reads `active` without one;
-            // if the store then refuses, the sandbox is moved back.
-            self.sandbox_before(&current, to).await?;
             let written = store.transition(&transition).await;
             if written.is_err() {
                 self.sandbox_undo(&current, to).await;

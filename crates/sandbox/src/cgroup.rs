@@ -453,7 +453,7 @@ impl Cgroup {
                     let _ = std::fs::write(&memsw, limits.memory_bytes.to_string());
                 }
                 write(&pids.join("pids.max"), &limits.pids.to_string())?;
-                write(&cpu.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+                // cpu.cfs_period_us keeps the kernel's default, 100 ms (PERIOD_US).
                 let quota = if limits.cpu_millis == 0 {
                     "-1".to_owned()
                 } else {

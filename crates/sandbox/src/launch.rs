@@ -1,7 +1,7 @@
 //! The launcher: builds one sandbox and leaves its init process running.
 //!
 //! The server never forks from its own multi-threaded process. It writes the sandbox's
-//! `spec.json` and runs `cordon sandbox-launch <dir>`, a fresh single-threaded process
+//! spec on the stdin of `cordon sandbox-launch <dir>`, a fresh single-threaded process
 //! (root on the host) that:
 //! 1. joins the sandbox's cgroup (before the cgroup namespace exists, so the sandbox's
 //!    view of cgroups starts at its own group);
@@ -36,7 +36,7 @@ pub const SANDBOX_UID: u32 = 1000;
 /// The sandbox's host name.
 pub const HOSTNAME: &str = "sandbox";
 
-/// What the server tells the launcher; written to `<dir>/spec.json`.
+/// What the server tells the launcher, as JSON on its stdin.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchSpec {
@@ -60,7 +60,6 @@ pub enum LaunchOutcome {
     Failed { error: String },
 }
 
-pub const SPEC_FILE: &str = "spec.json";
 pub const SOCKET_FILE: &str = "ctl.sock";
 
 /// Read-only entries taken from the system root, relative to it. Directories are bound,
@@ -104,9 +103,11 @@ pub fn main(dir: &Path) -> i32 {
 }
 
 fn launch(dir: &Path) -> Result<Pid, String> {
-    let spec_bytes = fs::read(dir.join(SPEC_FILE)).map_err(|e| format!("read {SPEC_FILE}: {e}"))?;
+    let mut spec_bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut spec_bytes)
+        .map_err(|e| format!("read the spec from stdin: {e}"))?;
     let spec: LaunchSpec =
-        serde_json::from_slice(&spec_bytes).map_err(|e| format!("parse {SPEC_FILE}: {e}"))?;
+        serde_json::from_slice(&spec_bytes).map_err(|e| format!("parse the spec: {e}"))?;
     let trace = std::env::var_os("CORDON_LAUNCH_TRACE").is_some();
     let t0 = std::time::Instant::now();
     let mark = |what: &str| {

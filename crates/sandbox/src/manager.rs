@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::cgroup::{Cgroup, CgroupCounters, CgroupError, CgroupLimits, CgroupRoot, LimitEvents};
 use crate::config::{SandboxConfig, WorkloadLimits};
-use crate::launch::{LaunchOutcome, LaunchSpec, SANDBOX_UID, SOCKET_FILE, SPEC_FILE};
+use crate::launch::{LaunchOutcome, LaunchSpec, SANDBOX_UID, SOCKET_FILE};
 use crate::protocol::{self, ExecSpec, ProcessRecord, ProtocolError, Reply, Request};
 use crate::uid::UidPool;
 
@@ -386,12 +386,12 @@ impl SandboxManager {
             tmp_bytes: limits.tmp_bytes(),
             open_files: limits.open_files,
         };
-        write_json(&dir.join(SPEC_FILE), &spec)?;
-        let child = tokio::process::Command::new(&config.launcher)
+        let spec = serde_json::to_vec(&spec).map_err(std::io::Error::other)?;
+        let mut child = tokio::process::Command::new(&config.launcher)
             .arg("sandbox-launch")
             .arg(&dir)
             .env_clear()
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -402,6 +402,9 @@ impl SandboxManager {
                     config.launcher.display()
                 ))
             })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&spec).await?;
+        }
         let output = tokio::time::timeout(LAUNCH_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| SandboxError::StartFailed("the launcher timed out".to_owned()))??;
