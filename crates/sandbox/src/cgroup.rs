@@ -748,3 +748,472 @@ mod tests {
         root.remove_parent_if_empty().unwrap();
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use std::io::Write as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A unique parent group for one test, removed with its children on drop (also when the
+    /// test fails).
+    struct TestParent {
+        root: CgroupRoot,
+    }
+
+    impl TestParent {
+        fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let parent = format!(
+                "cordon-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            Self {
+                root: CgroupRoot::detect(&parent).unwrap(),
+            }
+        }
+    }
+
+    impl Drop for TestParent {
+        fn drop(&mut self) {
+            for name in self.root.children().unwrap_or_default() {
+                if let Some(cgroup) = self.root.open(&name) {
+                    let _ = cgroup.remove();
+                }
+            }
+            let _ = self.root.remove_parent_if_empty();
+        }
+    }
+
+    /// Kills and reaps a child the test did not get to wait for.
+    struct Reaped(Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `sh -c script` waiting on stdin before it runs `script`, so that it can be moved into a
+    /// group before it does anything.
+    fn gated_shell(script: &str) -> Reaped {
+        Reaped(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("read line; {script}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn open_gate(child: &mut Reaped) {
+        child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+
+    fn pid_of(child: &Reaped) -> i32 {
+        i32::try_from(child.0.id()).unwrap()
+    }
+
+    fn limit_files(cgroup: &Cgroup) -> Vec<(&'static str, String)> {
+        let read_trimmed = |path: PathBuf| read(&path).unwrap().trim().to_owned();
+        match &cgroup.dirs {
+            Hierarchies::V2 { dir } => vec![
+                ("memory", read_trimmed(dir.join("memory.max"))),
+                ("pids", read_trimmed(dir.join("pids.max"))),
+                ("cpu", read_trimmed(dir.join("cpu.max"))),
+            ],
+            Hierarchies::V1 {
+                memory, pids, cpu, ..
+            } => {
+                let mut files = vec![
+                    ("memory", read_trimmed(memory.join("memory.limit_in_bytes"))),
+                    ("pids", read_trimmed(pids.join("pids.max"))),
+                    (
+                        "cpu",
+                        format!(
+                            "{} {}",
+                            read_trimmed(cpu.join("cpu.cfs_quota_us")),
+                            read_trimmed(cpu.join("cpu.cfs_period_us"))
+                        ),
+                    ),
+                ];
+                let memsw = memory.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    files.push(("memsw", read_trimmed(memsw)));
+                }
+                files
+            }
+        }
+    }
+
+    fn expected_limits(
+        version: CgroupVersion,
+        memory: u64,
+        pids: &str,
+        cpu_v2: &str,
+        cpu_v1: &str,
+        memsw: bool,
+    ) -> Vec<(&'static str, String)> {
+        let mut files = vec![
+            ("memory", memory.to_string()),
+            ("pids", pids.to_owned()),
+            (
+                "cpu",
+                match version {
+                    CgroupVersion::V2 => cpu_v2.to_owned(),
+                    CgroupVersion::V1 => cpu_v1.to_owned(),
+                },
+            ),
+        ];
+        if memsw {
+            files.push(("memsw", memory.to_string()));
+        }
+        files
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "sp\u{e9}cial", "x\n"] {
+            assert!(
+                matches!(validate_name(bad), Err(CgroupError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_name(&"a".repeat(256)).is_err());
+        for good in ["a", "sbx_01-2.x", "..a", &"a".repeat(255)] {
+            validate_name(good).unwrap();
+        }
+        for bad_parent in ["", "/cordon", "cordon/", "a//b", "a/../b", "a/./b"] {
+            assert!(
+                matches!(
+                    CgroupRoot::detect(bad_parent),
+                    Err(CgroupError::InvalidName { .. })
+                ),
+                "{bad_parent:?}"
+            );
+        }
+
+        let parent = TestParent::new();
+        let limits = CgroupLimits {
+            memory_bytes: 64 * MIB,
+            pids: 16,
+            cpu_millis: 0,
+        };
+        for bad in ["", "..", "a/b", "x y"] {
+            assert!(matches!(
+                parent.root.create(bad, &limits),
+                Err(CgroupError::InvalidName { .. })
+            ));
+            assert!(parent.root.open(bad).is_none());
+        }
+        assert!(parent.root.children().unwrap().is_empty());
+    }
+
+    #[test]
+    fn mountinfo_lists_cgroup_mounts() {
+        let mountinfo = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/mem\\040ory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+50 23 0:40 / /proc rw - proc proc rw
+";
+        assert_eq!(
+            parse_cgroup_mounts(mountinfo),
+            vec![
+                CgroupMount {
+                    mount_point: PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
+                    version2: false,
+                    options: vec!["rw".into(), "cpu".into(), "cpuacct".into()],
+                },
+                CgroupMount {
+                    mount_point: PathBuf::from("/sys/fs/cgroup/mem ory"),
+                    version2: false,
+                    options: vec!["rw".into(), "memory".into()],
+                },
+                CgroupMount {
+                    mount_point: PathBuf::from("/sys/fs/cgroup/unified"),
+                    version2: true,
+                    options: vec!["rw".into(), "nsdelegate".into()],
+                },
+            ]
+        );
+        assert_eq!(unescape_octal("a\\134b\\0"), OsString::from("a\\b\\0"));
+    }
+
+    #[test]
+    fn keyed_values() {
+        let events = "populated 1\nfrozen 0\n";
+        assert_eq!(keyed_value(events, "frozen"), Some(0));
+        assert_eq!(keyed_value(events, "populated"), Some(1));
+        assert_eq!(keyed_value(events, "froze"), None);
+        assert_eq!(
+            keyed_value("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn nested_parent() {
+        let outer = format!("cordon-test-{}-nested", std::process::id());
+        let root = CgroupRoot::detect(&format!("{outer}/inner")).unwrap();
+        let cgroup = root
+            .create(
+                "g",
+                &CgroupLimits {
+                    memory_bytes: 64 * MIB,
+                    pids: 8,
+                    cpu_millis: 100,
+                },
+            )
+            .unwrap();
+        assert!(cgroup.procs_files().iter().all(|file| {
+            file.exists()
+                && file
+                    .to_string_lossy()
+                    .contains(&format!("{outer}/inner/g/"))
+        }));
+        cgroup.remove().unwrap();
+        root.remove_parent_if_empty().unwrap();
+        let outer_root = CgroupRoot::detect(&outer).unwrap();
+        assert!(outer_root.children().unwrap().is_empty());
+        outer_root.remove_parent_if_empty().unwrap();
+        assert!(
+            outer_root
+                .parent_dirs
+                .dirs()
+                .iter()
+                .all(|dir| !dir.exists())
+        );
+    }
+
+    #[test]
+    fn lifecycle() {
+        let parent = TestParent::new();
+        let root = &parent.root;
+        let version = root.version();
+        let limits = CgroupLimits {
+            memory_bytes: 64 * MIB,
+            pids: 16,
+            cpu_millis: 500,
+        };
+        let cgroup = root.create("sbx-1", &limits).unwrap();
+        assert_eq!(cgroup.name(), "sbx-1");
+        let memsw = matches!(&cgroup.dirs, Hierarchies::V1 { memory, .. }
+            if memory.join("memory.memsw.limit_in_bytes").exists());
+        assert_eq!(
+            limit_files(&cgroup),
+            expected_limits(
+                version,
+                64 * MIB,
+                "16",
+                "50000 100000",
+                "50000 100000",
+                memsw
+            )
+        );
+        // Raising past the old swap limit and lowering again both work (v1 orders the writes).
+        for memory in [256 * MIB, 32 * MIB] {
+            cgroup
+                .set_limits(&CgroupLimits {
+                    memory_bytes: memory,
+                    pids: u64::MAX,
+                    cpu_millis: 0,
+                })
+                .unwrap();
+            assert_eq!(
+                limit_files(&cgroup),
+                expected_limits(version, memory, "max", "max 100000", "-1 100000", memsw)
+            );
+        }
+        cgroup
+            .set_limits(&CgroupLimits {
+                cpu_millis: 1,
+                ..limits
+            })
+            .unwrap();
+        assert_eq!(
+            limit_files(&cgroup),
+            expected_limits(version, 64 * MIB, "16", "1000 100000", "1000 100000", memsw)
+        );
+
+        assert!(matches!(
+            root.create("sbx-1", &limits),
+            Err(CgroupError::AlreadyExists { .. })
+        ));
+        assert_eq!(root.children().unwrap(), vec!["sbx-1".to_owned()]);
+        assert_eq!(
+            root.open("sbx-1").unwrap().procs_files(),
+            cgroup.procs_files()
+        );
+        assert!(root.open("sbx-2").is_none());
+
+        let mut sleep = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
+        let pid = pid_of(&sleep);
+        cgroup.add_process(pid).unwrap();
+        assert_eq!(cgroup.pids().unwrap(), vec![pid]);
+        let counters = cgroup.counters().unwrap();
+        assert!(counters.pids_current >= 1, "{counters:?}");
+        assert!(
+            counters.memory_bytes > 0 || version == CgroupVersion::V1,
+            "{counters:?}"
+        );
+
+        assert!(!cgroup.is_frozen().unwrap());
+        cgroup.freeze().unwrap();
+        assert!(cgroup.is_frozen().unwrap());
+        let state = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        eprintln!(
+            "frozen sleep: {}",
+            state.lines().find(|l| l.starts_with("State:")).unwrap()
+        );
+        cgroup.thaw().unwrap();
+        assert!(!cgroup.is_frozen().unwrap());
+
+        let started = Instant::now();
+        cgroup.kill_all().unwrap();
+        let killed = started.elapsed();
+        assert!(cgroup.pids().unwrap().is_empty());
+        // Removed before the sleep is reaped: a zombie does not keep the group busy.
+        let started = Instant::now();
+        cgroup.remove().unwrap();
+        eprintln!(
+            "kill_all took {killed:?}, remove (zombie not reaped) {:?}",
+            started.elapsed()
+        );
+        let status = sleep.0.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(cgroup.dirs.dirs().iter().all(|dir| !dir.exists()));
+        assert!(root.open("sbx-1").is_none());
+        assert!(root.children().unwrap().is_empty());
+        cgroup.remove().unwrap();
+        assert!(cgroup.pids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn pids_limit_hits_are_counted() {
+        let parent = TestParent::new();
+        let cgroup = parent
+            .root
+            .create(
+                "forks",
+                &CgroupLimits {
+                    memory_bytes: 64 * MIB,
+                    pids: 2,
+                    cpu_millis: 0,
+                },
+            )
+            .unwrap();
+        // The shell and the first sleep take both pids; the second fork is refused.
+        let mut shell = gated_shell("sleep 0.2 & sleep 0.2 & wait");
+        cgroup.add_process(pid_of(&shell)).unwrap();
+        open_gate(&mut shell);
+        shell.0.wait().unwrap();
+        let counters = cgroup.counters().unwrap();
+        assert!(counters.pids_limit_hits >= 1, "{counters:?}");
+        cgroup.remove().unwrap();
+    }
+
+    #[test]
+    fn oom_kills_are_counted() {
+        let parent = TestParent::new();
+        let cgroup = parent
+            .root
+            .create(
+                "hungry",
+                &CgroupLimits {
+                    memory_bytes: 32 * MIB,
+                    pids: 16,
+                    cpu_millis: 0,
+                },
+            )
+            .unwrap();
+        // tail keeps the whole last line, a newline-free 200 MiB one, in memory.
+        let mut shell = gated_shell("head -c 200M /dev/zero | tail");
+        cgroup.add_process(pid_of(&shell)).unwrap();
+        open_gate(&mut shell);
+        shell.0.wait().unwrap();
+        let counters = cgroup.counters().unwrap();
+        assert!(counters.oom_kills >= 1, "{counters:?}");
+        assert!(counters.cpu_usage_usec > 0, "{counters:?}");
+        if parent.root.version() == CgroupVersion::V1 || counters.memory_peak_bytes > 0 {
+            assert!(
+                (16 * MIB..=32 * MIB).contains(&counters.memory_peak_bytes),
+                "{counters:?}"
+            );
+        }
+        eprintln!("after OOM: {counters:?}");
+        cgroup.remove().unwrap();
+    }
+
+    /// A process that keeps forking is killed completely (the freeze closes the race between
+    /// reading cgroup.procs and the kill).
+    #[test]
+    fn kill_all_stops_a_forking_tree() {
+        let parent = TestParent::new();
+        let cgroup = parent
+            .root
+            .create(
+                "forker",
+                &CgroupLimits {
+                    memory_bytes: 128 * MIB,
+                    pids: 64,
+                    cpu_millis: 0,
+                },
+            )
+            .unwrap();
+        let mut shell = gated_shell("while :; do sleep 10 & done");
+        cgroup.add_process(pid_of(&shell)).unwrap();
+        open_gate(&mut shell);
+        poll_until(Duration::from_secs(5), || {
+            Ok(cgroup.counters()?.pids_current >= 32)
+        })
+        .unwrap();
+        let started = Instant::now();
+        cgroup.remove().unwrap();
+        eprintln!(
+            "kill and remove of a forking tree took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(shell.0.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(cgroup.dirs.dirs().iter().all(|dir| !dir.exists()));
+    }
+
+    /// A group present in only some hierarchies (a crash during create) can still be opened and
+    /// removed.
+    #[test]
+    fn partial_group_is_removed() {
+        let parent = TestParent::new();
+        let limits = CgroupLimits {
+            memory_bytes: 64 * MIB,
+            pids: 8,
+            cpu_millis: 0,
+        };
+        let cgroup = parent.root.create("partial", &limits).unwrap();
+        let dirs = cgroup.dirs.dirs();
+        fs::remove_dir(dirs[0]).unwrap();
+        let opened = parent.root.open("partial").unwrap();
+        if dirs.len() > 1 {
+            assert!(matches!(
+                parent.root.create("partial", &limits),
+                Err(CgroupError::AlreadyExists { .. })
+            ));
+            // The failed create removed nothing it had not created.
+            assert!(dirs[1..].iter().all(|dir| dir.exists()));
+        }
+        opened.remove().unwrap();
+        assert!(dirs.iter().all(|dir| !dir.exists()));
+        assert!(parent.root.open("partial").is_none());
+    }
+}

@@ -12,7 +12,7 @@ use cordon_core::ReasonCode;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::cgroup::{Cgroup, CgroupCounters, CgroupError, CgroupLimits, CgroupRoot, LimitEvents};
@@ -338,8 +338,10 @@ impl SandboxManager {
             return Ok(sandbox.info());
         }
         validate_id(id)?;
-        // A lost sandbox leaves nothing behind but its record; clear it first.
-        self.cleanup(id).await;
+        // A lost sandbox may have left its state or cgroup behind; clear them first.
+        if self.inner.config.state_dir.join(id).exists() || self.inner.cgroups.open(id).is_some() {
+            self.cleanup(id).await;
+        }
         let limits = self.inner.config.limits_for(class);
         let uid = self
             .inner
@@ -405,18 +407,37 @@ impl SandboxManager {
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(&spec).await?;
         }
-        let output = tokio::time::timeout(LAUNCH_TIMEOUT, child.wait_with_output())
+        // The outcome is the launcher's first line; it exits right after writing it, so
+        // its exit is collected in the background instead of waited for.
+        let mut stdout = child
+            .stdout
+            .take()
+            .map(tokio::io::BufReader::new)
+            .ok_or_else(|| SandboxError::StartFailed("the launcher has no stdout".to_owned()))?;
+        let mut line = String::new();
+        tokio::time::timeout(LAUNCH_TIMEOUT, stdout.read_line(&mut line))
             .await
             .map_err(|_| SandboxError::StartFailed("the launcher timed out".to_owned()))??;
-        let line = String::from_utf8_lossy(&output.stdout);
-        let outcome: LaunchOutcome = serde_json::from_str(line.trim()).map_err(|_| {
-            SandboxError::StartFailed(format!(
+        let outcome: Option<LaunchOutcome> = serde_json::from_str(line.trim()).ok();
+        if outcome.is_none() {
+            let output = tokio::time::timeout(LAUNCH_TIMEOUT, child.wait_with_output())
+                .await
+                .map_err(|_| SandboxError::StartFailed("the launcher timed out".to_owned()))??;
+            return Err(SandboxError::StartFailed(format!(
                 "the launcher failed ({}): {} {}",
                 output.status,
                 line.trim(),
                 String::from_utf8_lossy(&output.stderr).trim()
-            ))
-        })?;
+            )));
+        }
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let Some(outcome) = outcome else {
+            return Err(SandboxError::StartFailed(
+                "the launcher said nothing".to_owned(),
+            ));
+        };
         let init_pid = match outcome {
             LaunchOutcome::Ready { pid } => pid,
             LaunchOutcome::Failed { error } => return Err(SandboxError::StartFailed(error)),
@@ -579,16 +600,18 @@ impl SandboxManager {
                 tracing::warn!(sandbox = id, %error, "cannot remove the sandbox's cgroup");
             }
         }
-        // The uid is released by owner, so a claim made just before a crash (before the
-        // record was written) is found too.
+        // The record names the uid; without one (a crash between claiming the uid and
+        // writing the record), the claims are searched by owner.
         let owner = self.owner(id);
-        if let Ok(claims) = self.inner.uids.claimed() {
+        let recorded = record
+            .as_ref()
+            .filter(|r| self.inner.uids.owner(r.uid).as_deref() == Some(owner.as_str()))
+            .map(|r| r.uid);
+        if let Some(uid) = recorded {
+            let _ = self.inner.uids.release(uid);
+        } else if let Ok(claims) = self.inner.uids.claimed() {
             for (uid, claimed_by) in claims {
-                if claimed_by == owner
-                    || record
-                        .as_ref()
-                        .is_some_and(|r| r.uid == uid && claimed_by == owner)
-                {
+                if claimed_by == owner {
                     let _ = self.inner.uids.release(uid);
                 }
             }
