@@ -1,48 +1,29 @@
-//! Host uids for sandboxes: each sandbox runs as a uid that no other sandbox and no server on
-//! the host uses. A claim is a file `<dir>/<uid>` holding its owner; every server on the host
-//! shares the directory, so claims are host-wide.
+//! Host uids for sandboxes: each sandbox runs as a uid that no other sandbox and not the
+//! server use, host-wide (several servers may share a host).
+//!
+//! A claim is a file `<dir>/<uid>` holding its owner. It is written to a temporary file
+//! first and hard-linked into place (`link` fails if the name exists), so a claim is
+//! atomic and never visible without its owner, and it survives a crash of the claimer.
+//! It is not fsynced: claims live on /run (a tmpfs), and a sandbox does not outlive the
+//! host anyway.
 
-use std::fs;
-use std::hash::{BuildHasher as _, RandomState};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
 
-/// First uid handed out by default: far above the uids of users and of common container ranges.
+/// First uid handed to sandboxes by default: far above any human or system account.
 pub const DEFAULT_UID_BASE: u32 = 2_000_000_000;
-/// Number of uids handed out by default.
+/// How many uids the default range holds.
 pub const DEFAULT_UID_COUNT: u32 = 1_000_000;
 
-/// Distinguishes the staging files of the threads of one process.
-static STAGING_SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// Why a uid could not be claimed.
 #[derive(Debug, thiserror::Error)]
 pub enum UidError {
-    /// Every uid of the range is claimed.
-    #[error("every uid in {base}..{end} is claimed")]
-    Exhausted { base: u32, end: u64 },
-    /// The owner is empty; an empty claim file would look like a damaged one.
-    #[error("a uid claim needs a non-empty owner")]
-    EmptyOwner,
-    /// Reading or writing the claims directory failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("every uid of {base}..{end} is claimed", end = u64::from(*.base) + u64::from(*.count))]
+    Exhausted { base: u32, count: u32 },
+    #[error("uid claim: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-/// A range of host uids whose claims live in a directory shared by every server on the host.
-///
-/// A claim is published complete: the owner is written to a staging file `.claim-<pid>-<n>` in
-/// the same directory, which is then hard-linked to `<uid>` (link never replaces an existing
-/// name, so exactly one claimer wins) and unlinked. A reader therefore never sees an empty or
-/// partial owner. A process that crashes between staging and unlinking leaves a small dot-file
-/// behind, which `claimed` ignores.
 #[derive(Debug, Clone)]
 pub struct UidPool {
     dir: PathBuf,
@@ -51,134 +32,86 @@ pub struct UidPool {
 }
 
 impl UidPool {
-    /// Creates `dir` (mode 0700, parents as needed) for the range `base..base + count`.
-    /// The range must not be empty and must end at or below `u32::MAX` (which is never a uid).
-    pub fn new(dir: impl Into<PathBuf>, base: u32, count: u32) -> io::Result<Self> {
+    /// Creates `dir` (mode 0700) if needed. `base..base+count` is the range handed out.
+    pub fn new(dir: impl Into<PathBuf>, base: u32, count: u32) -> std::io::Result<Self> {
         let dir = dir.into();
-        if count == 0 || base.checked_add(count).is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("uid range {base} + {count} is empty or passes u32::MAX"),
-            ));
-        }
-        fs::DirBuilder::new()
+        std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-        Ok(Self { dir, base, count })
+        Ok(Self {
+            dir,
+            base,
+            count: count.max(1),
+        })
     }
 
-    /// The claims directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Claims a free uid for `owner` (opaque, e.g. `<data-dir>#<session id>`). The search starts
-    /// at a pseudo-random offset so that concurrent claimers rarely try the same uid.
+    /// Claims a free uid for `owner`. The search starts at a pseudo-random offset so
+    /// that concurrent claimers rarely race for the same uid.
     pub fn allocate(&self, owner: &str) -> Result<u32, UidError> {
-        if owner.is_empty() {
-            return Err(UidError::EmptyOwner);
-        }
-        let staged = loop {
-            let staged = self.dir.join(format!(
-                ".claim-{}-{}",
-                std::process::id(),
-                STAGING_SEQUENCE.fetch_add(1, Ordering::Relaxed)
-            ));
-            // create_new: a file of the same name may be left by a crashed process with this pid.
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&staged)
-            {
-                Ok(mut file) => {
-                    let written = file.write_all(owner.as_bytes());
-                    if let Err(source) = written {
-                        let _ = fs::remove_file(&staged);
-                        return Err(UidError::Io {
-                            path: staged,
-                            source,
-                        });
-                    }
-                    break staged;
-                }
-                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(source) => {
-                    return Err(UidError::Io {
-                        path: staged,
-                        source,
-                    });
-                }
-            }
-        };
-
-        let start = RandomState::new().hash_one((std::process::id(), Instant::now()))
-            % u64::from(self.count);
-        let end = u64::from(self.base) + u64::from(self.count);
-        let mut result = Err(UidError::Exhausted {
-            base: self.base,
-            end,
-        });
-        for step in 0..u64::from(self.count) {
-            let offset = (start + step) % u64::from(self.count);
-            let Ok(uid) = u32::try_from(u64::from(self.base) + offset) else {
-                continue;
-            };
-            let claim = self.dir.join(uid.to_string());
-            match fs::hard_link(&staged, &claim) {
-                Ok(()) => {
-                    result = Ok(uid);
-                    break;
-                }
-                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    result = Err(UidError::Io {
-                        path: claim,
-                        source,
-                    });
-                    break;
-                }
-            }
-        }
-        if let Err(error) = fs::remove_file(&staged) {
-            tracing::warn!(path = %staged.display(), %error, "uid claim staging file left behind");
-        }
+        let temp = self.dir.join(format!(
+            ".claim-{}-{}",
+            std::process::id(),
+            start_offset(u32::MAX)
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(owner.as_bytes())?;
+        drop(file);
+        let result = self.link_free(&temp);
+        let _ = std::fs::remove_file(&temp);
         result
     }
 
-    /// Gives `uid` back; Ok if it is not claimed. Callers release only uids they allocated.
-    pub fn release(&self, uid: u32) -> io::Result<()> {
-        match fs::remove_file(self.dir.join(uid.to_string())) {
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
+    fn link_free(&self, temp: &std::path::Path) -> Result<u32, UidError> {
+        let start = start_offset(self.count);
+        for step in 0..self.count {
+            let uid = self.base + (start + step) % self.count;
+            match std::fs::hard_link(temp, self.dir.join(uid.to_string())) {
+                Ok(()) => return Ok(uid),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(UidError::Exhausted {
+            base: self.base,
+            count: self.count,
+        })
+    }
+
+    /// Releases a claim; releasing a free uid is not an error.
+    pub fn release(&self, uid: u32) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(uid.to_string())) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
         }
     }
 
-    /// The owner of a claimed `uid`, None if it is free (or unreadable).
+    /// Who claimed `uid`, if anyone.
     pub fn owner(&self, uid: u32) -> Option<String> {
-        fs::read_to_string(self.dir.join(uid.to_string())).ok()
+        std::fs::read_to_string(self.dir.join(uid.to_string())).ok()
     }
 
-    /// Every claimed uid in the directory (whichever pool's range it is in) with its owner,
-    /// sorted by uid.
-    pub fn claimed(&self) -> io::Result<Vec<(u32, String)>> {
+    /// Every claimed uid of this pool's range with its owner.
+    pub fn claimed(&self) -> std::io::Result<Vec<(u32, String)>> {
         let mut claims = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
+        for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
-            let Some(uid) = entry.file_name().to_str().and_then(|name| {
-                name.parse::<u32>()
-                    .ok()
-                    .filter(|uid| uid.to_string() == name)
-            }) else {
+            let Some(uid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
-            match fs::read_to_string(entry.path()) {
-                Ok(owner) => claims.push((uid, owner)),
-                // Released between listing and reading.
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
+            if uid < self.base || u64::from(uid) >= u64::from(self.base) + u64::from(self.count) {
+                continue;
+            }
+            if let Ok(owner) = std::fs::read_to_string(entry.path()) {
+                claims.push((uid, owner));
             }
         }
         claims.sort();
@@ -186,138 +119,77 @@ impl UidPool {
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-mod tests {
-    use std::collections::BTreeSet;
-    use std::sync::Arc;
+/// A pseudo-random number below `bound`, from the clock and the pid.
+fn start_offset(bound: u32) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    (hasher.finish() % u64::from(bound.max(1))) as u32
+}
 
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
     use super::*;
 
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
     #[test]
-    fn allocate_owner_release() {
-        let temp = tempfile::tempdir().unwrap();
-        let pool = UidPool::new(temp.path().join("uids"), 5000, 10).unwrap();
-        let uid = pool.allocate("/data#s1").unwrap();
-        assert!((5000..5010).contains(&uid));
-        assert_eq!(pool.owner(uid).as_deref(), Some("/data#s1"));
-        assert_eq!(pool.claimed().unwrap(), vec![(uid, "/data#s1".to_owned())]);
-        // Only the claim is left: the staging file is gone.
-        assert_eq!(names_in(pool.dir()), vec![uid.to_string()]);
-
-        pool.release(uid).unwrap();
-        assert_eq!(pool.owner(uid), None);
-        assert!(pool.claimed().unwrap().is_empty());
-        pool.release(uid).unwrap();
-    }
-
-    #[test]
-    fn new_creates_private_nested_dir_and_checks_range() {
-        let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path().join("run/cordon/uids");
-        UidPool::new(&dir, DEFAULT_UID_BASE, DEFAULT_UID_COUNT).unwrap();
-        let mode = fs::metadata(&dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        // Existing directory: fine, and made private again.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        UidPool::new(&dir, 10, 10).unwrap();
-        assert_eq!(
-            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-
-        let error = UidPool::new(&dir, u32::MAX - 1, 2).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
-        assert_eq!(
-            UidPool::new(&dir, 10, 0).unwrap_err().kind(),
-            io::ErrorKind::InvalidInput
-        );
-        // The last uid below u32::MAX is allowed.
-        let pool = UidPool::new(&dir, u32::MAX - 1, 1).unwrap();
-        assert_eq!(pool.allocate("x").unwrap(), u32::MAX - 1);
-    }
-
-    #[test]
-    fn exhaustion_and_reuse() {
-        let temp = tempfile::tempdir().unwrap();
-        let pool = UidPool::new(temp.path(), 100, 3).unwrap();
-        let uids: BTreeSet<u32> = (0..3)
-            .map(|n| pool.allocate(&format!("o{n}")).unwrap())
-            .collect();
-        assert_eq!(uids, BTreeSet::from([100, 101, 102]));
+    fn claims_are_exclusive_released_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = UidPool::new(dir.path().join("uids"), 5000, 3).unwrap();
+        let a = pool.allocate("a").unwrap();
+        let b = pool.allocate("b").unwrap();
+        let c = pool.allocate("c").unwrap();
+        let mut all = vec![a, b, c];
+        all.sort();
+        assert_eq!(all, [5000, 5001, 5002]);
         assert!(matches!(
-            pool.allocate("late"),
-            Err(UidError::Exhausted {
-                base: 100,
-                end: 103
-            })
-        ));
-        pool.release(101).unwrap();
-        assert_eq!(pool.allocate("again").unwrap(), 101);
-        assert_eq!(pool.owner(101).as_deref(), Some("again"));
-        // Failed allocations leave no staging files either.
-        assert_eq!(names_in(temp.path()), vec!["100", "101", "102"]);
-    }
-
-    #[test]
-    fn empty_owner_refused() {
-        let temp = tempfile::tempdir().unwrap();
-        let pool = UidPool::new(temp.path(), 100, 3).unwrap();
-        assert!(matches!(pool.allocate(""), Err(UidError::EmptyOwner)));
-        assert!(names_in(temp.path()).is_empty());
-    }
-
-    #[test]
-    fn claimed_ignores_other_entries() {
-        let temp = tempfile::tempdir().unwrap();
-        let pool = UidPool::new(temp.path(), 100, 3).unwrap();
-        let uid = pool.allocate("a").unwrap();
-        fs::write(temp.path().join(".claim-1-1"), "crashed").unwrap();
-        fs::write(temp.path().join("0100"), "not canonical").unwrap();
-        fs::write(temp.path().join("notes"), "x").unwrap();
-        assert_eq!(pool.claimed().unwrap(), vec![(uid, "a".to_owned())]);
-    }
-
-    /// Threads of two pools on one directory (two servers on one host) never share a uid.
-    #[test]
-    fn concurrent_allocations_are_distinct() {
-        let temp = tempfile::tempdir().unwrap();
-        let pools = [
-            Arc::new(UidPool::new(temp.path(), 7000, 48).unwrap()),
-            Arc::new(UidPool::new(temp.path(), 7000, 48).unwrap()),
-        ];
-        let threads: Vec<_> = (0..8)
-            .map(|thread| {
-                let pool = Arc::clone(&pools[thread % 2]);
-                std::thread::spawn(move || {
-                    (0..6)
-                        .map(|n| (pool.allocate(&format!("t{thread}-{n}")).unwrap(), thread, n))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let allocations: Vec<(u32, usize, usize)> = threads
-            .into_iter()
-            .flat_map(|thread| thread.join().unwrap())
-            .collect();
-        let distinct: BTreeSet<u32> = allocations.iter().map(|(uid, _, _)| *uid).collect();
-        assert_eq!(distinct.len(), 48);
-        for (uid, thread, n) in &allocations {
-            assert_eq!(pools[0].owner(*uid), Some(format!("t{thread}-{n}")));
-        }
-        assert!(matches!(
-            pools[1].allocate("one too many"),
+            pool.allocate("d"),
             Err(UidError::Exhausted { .. })
         ));
-        assert_eq!(names_in(temp.path()).len(), 48);
+        assert_eq!(pool.owner(b).as_deref(), Some("b"));
+        pool.release(b).unwrap();
+        pool.release(b).unwrap();
+        assert_eq!(pool.allocate("e").unwrap(), b);
+        let owners: Vec<String> = pool
+            .claimed()
+            .unwrap()
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(owners.len(), 3);
+        assert!(owners.contains(&"e".to_owned()));
+    }
+
+    #[test]
+    fn concurrent_claims_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = UidPool::new(dir.path(), 7000, 64).unwrap();
+        let uids: Vec<u32> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let pool = pool.clone();
+                    scope.spawn(move || {
+                        (0..8)
+                            .map(|i| pool.allocate(&format!("{t}-{i}")).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let mut unique = uids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 64);
+        assert!(matches!(
+            pool.allocate("x"),
+            Err(UidError::Exhausted { .. })
+        ));
     }
 }
