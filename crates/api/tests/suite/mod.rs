@@ -42,6 +42,7 @@ mod idempotency;
 mod lifecycle;
 mod listing;
 mod openapi;
+mod sandbox;
 mod system;
 
 /// The system admin token every test server is bootstrapped with.
