@@ -116,6 +116,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let data = tempfile::Builder::new()
         .prefix("cordon-bench-sandboxes-")
         .tempdir()?;
+    let cgroup_parent = format!("cordon-bench-{}", std::process::id());
     let config = ServerConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         data_dir: data.path().to_owned(),
@@ -123,7 +124,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         bootstrap_token: Some(BENCH_TOKEN.to_owned()),
         sandbox: SandboxSettings {
             mode: SandboxMode::On,
-            cgroup_parent: format!("cordon-bench-{}", std::process::id()),
+            cgroup_parent: cgroup_parent.clone(),
             ..SandboxSettings::default()
         },
     };
@@ -260,6 +261,10 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     }
     api.close(&warm).await?;
     server.stop().await?;
+    // Every sandbox is gone; so goes their parent group.
+    if let Ok(root) = cordon_sandbox::cgroup::CgroupRoot::detect(&cgroup_parent) {
+        let _ = root.remove_parent_if_empty();
+    }
     Ok(())
 }
 

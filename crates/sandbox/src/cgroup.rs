@@ -171,6 +171,20 @@ fn unescape(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The kernel's largest pids.max (PID_MAX_LIMIT); anything above is `max`.
+fn pids_value(pids: u64) -> String {
+    if pids >= 4_194_304 {
+        "max".to_owned()
+    } else {
+        pids.to_string()
+    }
+}
+
+/// CPU quota per period for `millis` of CPU per second; the kernel's minimum is 1 ms.
+fn cpu_quota_us(millis: u64) -> u64 {
+    (millis.saturating_mul(PERIOD_US) / 1000).max(1000)
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
@@ -239,6 +253,17 @@ impl CgroupRoot {
             let control = dir.join("cgroup.subtree_control");
             for controller in ["+memory", "+pids", "+cpu"] {
                 let _ = std::fs::write(&control, controller);
+            }
+            // Enabling fails quietly where a group on the way holds processes itself
+            // (systemd, containers): say so now rather than with a missing file later.
+            let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+            let enabled: Vec<&str> = enabled.split_whitespace().collect();
+            if !(enabled.contains(&"memory") && enabled.contains(&"pids")) {
+                return Err(CgroupError::Unsupported(format!(
+                    "cannot enable the memory and pids controllers for {} (a group above \
+                     it may hold processes; give cordon a delegated subtree)",
+                    dir.display()
+                )));
             }
             Layout::V2 { parent: dir }
         } else {
@@ -429,13 +454,13 @@ impl Cgroup {
                 if swap.exists() {
                     write(&swap, "0")?;
                 }
-                write(&parent.join("pids.max"), &limits.pids.to_string())?;
+                write(&parent.join("pids.max"), &pids_value(limits.pids))?;
                 let cpu = parent.join("cpu.max");
                 if cpu.exists() {
                     let quota = if limits.cpu_millis == 0 {
                         "max".to_owned()
                     } else {
-                        (limits.cpu_millis * PERIOD_US / 1000).max(1000).to_string()
+                        cpu_quota_us(limits.cpu_millis).to_string()
                     };
                     write(&cpu, &format!("{quota} {PERIOD_US}"))?;
                 }
@@ -443,21 +468,26 @@ impl Cgroup {
             Layout::V1 {
                 memory, pids, cpu, ..
             } => {
-                write(
-                    &memory.join("memory.limit_in_bytes"),
-                    &limits.memory_bytes.to_string(),
-                )?;
-                // With swap accounting, memory+swap gets the same limit: no swapping out.
+                // With swap accounting, memory+swap gets the same limit (no swapping out).
+                // The kernel wants memory <= memory+swap at every step: when raising,
+                // memory+swap goes first.
+                let bytes = limits.memory_bytes.to_string();
+                let limit = memory.join("memory.limit_in_bytes");
                 let memsw = memory.join("memory.memsw.limit_in_bytes");
-                if memsw.exists() {
-                    let _ = std::fs::write(&memsw, limits.memory_bytes.to_string());
+                if std::fs::write(&limit, &bytes).is_err() && memsw.exists() {
+                    write(&memsw, &bytes)?;
+                    write(&limit, &bytes)?;
+                } else if memsw.exists() {
+                    write(&memsw, &bytes)?;
+                } else {
+                    write(&limit, &bytes)?;
                 }
-                write(&pids.join("pids.max"), &limits.pids.to_string())?;
+                write(&pids.join("pids.max"), &pids_value(limits.pids))?;
                 // cpu.cfs_period_us keeps the kernel's default, 100 ms (PERIOD_US).
                 let quota = if limits.cpu_millis == 0 {
                     "-1".to_owned()
                 } else {
-                    (limits.cpu_millis * PERIOD_US / 1000).max(1000).to_string()
+                    cpu_quota_us(limits.cpu_millis).to_string()
                 };
                 write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
             }
@@ -608,7 +638,10 @@ impl Cgroup {
                     after: KILL_WAIT,
                 });
             }
+            // Frozen, the list cannot change (no fork, no exit and reuse of a pid)
+            // between reading it and the kills.
             let frozen = self.freeze().is_ok();
+            let pids = if frozen { self.pids()? } else { pids };
             for pid in pids {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),

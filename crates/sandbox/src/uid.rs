@@ -35,10 +35,17 @@ impl UidPool {
     /// Creates `dir` (mode 0700) if needed. `base..base+count` is the range handed out.
     pub fn new(dir: impl Into<PathBuf>, base: u32, count: u32) -> std::io::Result<Self> {
         let dir = dir.into();
+        if base.checked_add(count).is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("uid range {base} + {count} overflows"),
+            ));
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         Ok(Self {
             dir,
             base,

@@ -39,13 +39,13 @@ impl From<SandboxError> for ApiError {
     }
 }
 
-/// Loads the session, authorizes `action`, and returns it with this node's sandboxes.
+/// Loads the session in the caller's tenant, authorizes `action` and requires it active.
 async fn sandbox_session(
     state: &AppState,
     caller: &Caller,
     id: &str,
     action: Action,
-) -> ApiResult<(Session, SandboxManager)> {
+) -> ApiResult<Session> {
     let id = parse_id::<SessionId>(id, "session")?;
     let session = state
         .store()
@@ -70,13 +70,17 @@ async fn sandbox_session(
             format!("the session is {}, not active", session.phase.as_str()),
         ));
     }
-    let sandboxes = state.control().sandboxes().cloned().ok_or_else(|| {
+    Ok(session)
+}
+
+/// This node's sandbox runtime, or 503 when it runs without one.
+fn sandboxes(state: &AppState) -> ApiResult<SandboxManager> {
+    state.control().sandboxes().cloned().ok_or_else(|| {
         ApiError::new(
             ReasonCode::SandboxUnavailable,
             "this server runs without sandboxes",
         )
-    })?;
-    Ok((session, sandboxes))
+    })
 }
 
 fn exec_response(
@@ -148,13 +152,14 @@ pub(crate) async fn exec(
     headers: HeaderMap,
     Json(request): Json<ExecRequest>,
 ) -> ApiResult<Response> {
-    let (session, sandboxes) = sandbox_session(&state, &caller, &id, Action::SessionExec).await?;
+    let session = sandbox_session(&state, &caller, &id, Action::SessionExec).await?;
     if request.argv.is_empty() || request.argv[0].is_empty() {
         return Err(ApiError::validation("argv must name a program"));
     }
     if request.argv.len() > 4096 {
         return Err(ApiError::validation("argv has more than 4096 arguments"));
     }
+    let sandboxes = sandboxes(&state)?;
     let sandbox_id = session.id.to_string();
     let exec = cordon_sandbox::ExecRequest {
         argv: request.argv,
@@ -235,8 +240,8 @@ pub(crate) async fn list_processes(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ProcessList>> {
-    let (session, sandboxes) =
-        sandbox_session(&state, &caller, &id, Action::SessionFilesRead).await?;
+    let session = sandbox_session(&state, &caller, &id, Action::SessionFilesRead).await?;
+    let sandboxes = sandboxes(&state)?;
     let processes = sandboxes.processes(&session.id.to_string()).await?;
     Ok(axum::Json(ProcessList {
         items: processes.into_iter().map(process_body).collect(),
@@ -253,7 +258,8 @@ pub(crate) async fn kill_process(
     caller: Caller,
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (session, sandboxes) = sandbox_session(&state, &caller, &id, Action::SessionExec).await?;
+    let session = sandbox_session(&state, &caller, &id, Action::SessionExec).await?;
+    let sandboxes = sandboxes(&state)?;
     let pid: i32 = pid
         .parse()
         .ok()
@@ -372,8 +378,8 @@ pub(crate) async fn list_files(
     Path(id): Path<String>,
     Query(query): Query<ListFilesQuery>,
 ) -> ApiResult<axum::Json<FileList>> {
-    let (session, sandboxes) =
-        sandbox_session(&state, &caller, &id, Action::SessionFilesRead).await?;
+    let session = sandbox_session(&state, &caller, &id, Action::SessionFilesRead).await?;
+    let sandboxes = sandboxes(&state)?;
     let dir = query.dir.unwrap_or_default();
     let entries = on_workspace(&sandboxes, &session, move |ws| ws.list(&dir)).await?;
     Ok(axum::Json(FileList {
@@ -393,8 +399,8 @@ pub(crate) async fn get_file(
     caller: Caller,
     Path((id, path)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (session, sandboxes) =
-        sandbox_session(&state, &caller, &id, Action::SessionFilesRead).await?;
+    let session = sandbox_session(&state, &caller, &id, Action::SessionFilesRead).await?;
+    let sandboxes = sandboxes(&state)?;
     let bytes = on_workspace(&sandboxes, &session, move |ws| ws.read(&path, MAX_DOWNLOAD)).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
@@ -435,8 +441,8 @@ pub(crate) async fn put_file(
                 })?,
         ),
     };
-    let (session, sandboxes) =
-        sandbox_session(&state, &caller, &id, Action::SessionFilesWrite).await?;
+    let session = sandbox_session(&state, &caller, &id, Action::SessionFilesWrite).await?;
+    let sandboxes = sandboxes(&state)?;
     let entry = on_workspace(&sandboxes, &session, move |ws| ws.write(&path, &body, mode)).await?;
     Ok(axum::Json(file_body(entry)))
 }
@@ -460,8 +466,8 @@ pub(crate) async fn delete_file(
     Path((id, path)): Path<(String, String)>,
     Query(query): Query<DeleteFileQuery>,
 ) -> ApiResult<StatusCode> {
-    let (session, sandboxes) =
-        sandbox_session(&state, &caller, &id, Action::SessionFilesWrite).await?;
+    let session = sandbox_session(&state, &caller, &id, Action::SessionFilesWrite).await?;
+    let sandboxes = sandboxes(&state)?;
     let recursive = query.recursive.unwrap_or(false);
     on_workspace(&sandboxes, &session, move |ws| ws.remove(&path, recursive)).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -124,6 +124,16 @@ impl Drop for Place {
                 }
             }
             let _ = root.remove_parent_if_empty();
+            // And the host uids its sandboxes claimed.
+            let owner = format!("{}#", self.data_dir().join("sandboxes").display());
+            if let Ok(claims) = std::fs::read_dir("/run/cordon/uids") {
+                for claim in claims.flatten() {
+                    let claimed_by = std::fs::read_to_string(claim.path()).unwrap_or_default();
+                    if claimed_by.starts_with(&owner) {
+                        let _ = std::fs::remove_file(claim.path());
+                    }
+                }
+            }
         }
     }
 }
