@@ -343,12 +343,13 @@ impl SandboxManager {
             self.cleanup(id).await;
         }
         let limits = self.inner.config.limits_for(class);
+        let child = self.spawn_launcher(&self.inner.config.state_dir.join(id))?;
         let uid = self
             .inner
             .uids
             .allocate(&self.owner(id))
             .map_err(|e| SandboxError::StartFailed(format!("no free sandbox uid: {e}")))?;
-        let result = self.launch(id, class, owner, limits, uid).await;
+        let result = self.launch(child, id, class, owner, limits, uid).await;
         if result.is_err() {
             self.cleanup(id).await;
         }
@@ -363,8 +364,30 @@ impl SandboxManager {
         Ok(info)
     }
 
+    /// Starts the launcher process; it waits for its spec on stdin, so its start-up
+    /// overlaps with claiming the uid and creating the cgroup.
+    fn spawn_launcher(&self, dir: &Path) -> Result<tokio::process::Child> {
+        let config = &self.inner.config;
+        tokio::process::Command::new(&config.launcher)
+            .arg("sandbox-launch")
+            .arg(dir)
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                SandboxError::StartFailed(format!(
+                    "run launcher {}: {e}",
+                    config.launcher.display()
+                ))
+            })
+    }
+
     async fn launch(
         &self,
+        mut child: tokio::process::Child,
         id: &str,
         class: &str,
         owner: &str,
@@ -389,21 +412,6 @@ impl SandboxManager {
             open_files: limits.open_files,
         };
         let spec = serde_json::to_vec(&spec).map_err(std::io::Error::other)?;
-        let mut child = tokio::process::Command::new(&config.launcher)
-            .arg("sandbox-launch")
-            .arg(&dir)
-            .env_clear()
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                SandboxError::StartFailed(format!(
-                    "run launcher {}: {e}",
-                    config.launcher.display()
-                ))
-            })?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(&spec).await?;
         }
