@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// The cgroup under which every sandbox gets a group of its own.
     #[arg(long, env = "CORDON_SANDBOX_CGROUP", default_value = "cordon")]
     sandbox_cgroup_parent: String,
+    /// Sandboxes of the default class kept started and unclaimed, so that activating a
+    /// session takes one instead of launching one (0: none).
+    #[arg(long, env = "CORDON_SANDBOX_SPARES", default_value_t = 2)]
+    sandbox_spares: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,6 +83,7 @@ pub struct SandboxSettings {
     pub system_root: PathBuf,
     pub uid_dir: PathBuf,
     pub cgroup_parent: String,
+    pub spares: usize,
 }
 
 impl Default for SandboxSettings {
@@ -89,6 +94,7 @@ impl Default for SandboxSettings {
             system_root: PathBuf::from("/"),
             uid_dir: PathBuf::from("/run/cordon/uids"),
             cgroup_parent: "cordon".to_owned(),
+            spares: 2,
         }
     }
 }
@@ -163,6 +169,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             system_root: args.sandbox_root,
             uid_dir: args.sandbox_uid_dir,
             cgroup_parent: args.sandbox_cgroup_parent,
+            spares: args.sandbox_spares,
         },
     };
     let server = match start(config).await {
@@ -282,6 +289,7 @@ async fn sandbox_manager(config: &ServerConfig) -> anyhow::Result<Option<Sandbox
     sandbox_config.system_root = settings.system_root.clone();
     sandbox_config.uid_dir = settings.uid_dir.clone();
     sandbox_config.cgroup_parent = settings.cgroup_parent.clone();
+    sandbox_config.spare_sandboxes = settings.spares;
     if let Some(path) = &settings.classes {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -126,6 +126,9 @@ pub struct SandboxConfig {
     /// Where the read-only system directories come from: `/` or a prepared root.
     pub system_root: PathBuf,
     pub classes: BTreeMap<String, WorkloadLimits>,
+    /// Sandboxes of the default class kept started and unclaimed, so that activating a
+    /// session takes one instead of launching (0: none).
+    pub spare_sandboxes: usize,
 }
 
 impl SandboxConfig {
@@ -141,6 +144,7 @@ impl SandboxConfig {
             cgroup_parent: "cordon".to_owned(),
             system_root: PathBuf::from("/"),
             classes: BTreeMap::new(),
+            spare_sandboxes: 2,
         }
     }
 

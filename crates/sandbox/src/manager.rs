@@ -84,7 +84,24 @@ struct Record {
     limits: WorkloadLimits,
     init_pid: i32,
     started_at_micros: i64,
+    /// The sandbox's cgroup: its launch id, which differs from `sandbox_id` for a
+    /// sandbox taken from the pool.
+    #[serde(default)]
+    cgroup: String,
 }
+
+impl Record {
+    fn cgroup_name(&self) -> &str {
+        if self.cgroup.is_empty() {
+            &self.sandbox_id
+        } else {
+            &self.cgroup
+        }
+    }
+}
+
+/// Spare sandboxes' ids start with this; an unclaimed spare never outlives a restart.
+const SPARE_PREFIX: &str = "spare-";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -215,6 +232,9 @@ struct Inner {
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
     /// Sandboxes found dead at recovery (or since): reported as lost until closed.
     lost: Mutex<HashMap<String, String>>,
+    /// Started, unclaimed sandboxes of the default class, handed to the next activations.
+    spares: Mutex<Vec<Arc<Sandbox>>>,
+    refilling: std::sync::atomic::AtomicBool,
 }
 
 impl SandboxManager {
@@ -257,6 +277,8 @@ impl SandboxManager {
                 uids,
                 sandboxes: Mutex::new(HashMap::new()),
                 lost: Mutex::new(HashMap::new()),
+                spares: Mutex::new(Vec::new()),
+                refilling: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -337,6 +359,15 @@ impl SandboxManager {
         {
             return Ok(sandbox.info());
         }
+        validate_id(id)?;
+        if let Some(info) = self.adopt_spare(id, class, owner).await {
+            return Ok(info);
+        }
+        self.start_cold(id, class, owner).await
+    }
+
+    /// Starts a sandbox with the launcher, never from the pool of spares.
+    pub async fn start_cold(&self, id: &str, class: &str, owner: &str) -> Result<SandboxInfo> {
         validate_id(id)?;
         // A lost sandbox may have left its state or cgroup behind; clear them first.
         if self.inner.config.state_dir.join(id).exists() || self.inner.cgroups.open(id).is_some() {
@@ -458,6 +489,7 @@ impl SandboxManager {
             limits,
             init_pid,
             started_at_micros: now_micros(),
+            cgroup: id.to_owned(),
         };
         write_json(&dir.join(RECORD_FILE), &record)?;
         let sandbox = Arc::new(Sandbox {
@@ -488,7 +520,15 @@ impl SandboxManager {
             let record: Option<Record> = std::fs::read(dir.join(RECORD_FILE))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-            let cgroup = self.inner.cgroups.open(&id);
+            if id.starts_with(SPARE_PREFIX) {
+                // An unclaimed spare of the previous run: not worth reattaching.
+                self.cleanup(&id).await;
+                continue;
+            }
+            let cgroup = self
+                .inner
+                .cgroups
+                .open(record.as_ref().map_or(id.as_str(), Record::cgroup_name));
             let alive = match (&record, &cgroup) {
                 (Some(_), Some(_)) => hello(&dir.join(SOCKET_FILE)).await.is_ok(),
                 _ => false,
@@ -520,7 +560,126 @@ impl SandboxManager {
         }
         recovery.reattached.sort();
         recovery.lost.sort();
+        self.refill_spares();
         recovery
+    }
+
+    /// How many started, unclaimed sandboxes wait in the pool.
+    pub fn spares(&self) -> usize {
+        self.inner.spares.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Tops the pool of spares up to its size, in the background, one at a time.
+    fn refill_spares(&self) {
+        use std::sync::atomic::Ordering;
+        let wanted = self.inner.config.spare_sandboxes;
+        if wanted == 0
+            || self.spares() >= wanted
+            || self.inner.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let manager = self.clone();
+        tokio::spawn(async move {
+            while manager.spares() < wanted {
+                let id = format!("{SPARE_PREFIX}{}", now_micros());
+                let limits = manager.inner.config.limits_for("default");
+                match manager.start_cold(&id, "default", "").await {
+                    Ok(_) => {
+                        let sandbox = manager
+                            .inner
+                            .sandboxes
+                            .lock()
+                            .ok()
+                            .and_then(|mut map| map.remove(&id));
+                        if let (Some(sandbox), Ok(mut spares)) =
+                            (sandbox, manager.inner.spares.lock())
+                        {
+                            if sandbox.record.limits == limits {
+                                spares.push(sandbox);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot start a spare sandbox");
+                        break;
+                    }
+                }
+            }
+            manager.inner.refilling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Gives session `id` a spare whose launch-time limits (disk, tmp, open files) are
+    /// the class's: its cgroup limits are set to the class's, its state directory and
+    /// uid claim are renamed to the session. None when no spare fits (or adopting one
+    /// failed, in which case it is destroyed).
+    async fn adopt_spare(&self, id: &str, class: &str, owner: &str) -> Option<SandboxInfo> {
+        let limits = self.inner.config.limits_for(class);
+        let fits = |s: &Arc<Sandbox>| {
+            let l = &s.record.limits;
+            l.disk_mib == limits.disk_mib
+                && l.tmp_mib == limits.tmp_mib
+                && l.open_files == limits.open_files
+        };
+        let spare = {
+            let mut spares = self.inner.spares.lock().ok()?;
+            let index = spares.iter().position(fits)?;
+            spares.swap_remove(index)
+        };
+        self.refill_spares();
+        let spare_id = spare.record.sandbox_id.clone();
+        match self.adopt(&spare, id, class, owner, limits).await {
+            Ok(sandbox) => {
+                let info = sandbox.info();
+                if let Ok(mut map) = self.inner.sandboxes.lock() {
+                    map.insert(id.to_owned(), sandbox);
+                }
+                if let Ok(mut lost) = self.inner.lost.lock() {
+                    lost.remove(id);
+                }
+                Some(info)
+            }
+            Err(error) => {
+                tracing::warn!(%error, spare = %spare_id, "cannot adopt a spare sandbox; starting one");
+                self.cleanup(&spare_id).await;
+                None
+            }
+        }
+    }
+
+    async fn adopt(
+        &self,
+        spare: &Sandbox,
+        id: &str,
+        class: &str,
+        owner: &str,
+        limits: WorkloadLimits,
+    ) -> Result<Arc<Sandbox>> {
+        let cgroup = spare.cgroup.clone();
+        let cgroup_limits = limits.cgroup();
+        blocking(move || cgroup.set_limits(&cgroup_limits)).await?;
+        let dir = self.inner.config.state_dir.join(id);
+        // The control socket moves with its directory: init keeps serving it.
+        std::fs::rename(&spare.dir, &dir)?;
+        self.inner
+            .uids
+            .reassign(spare.record.uid, &self.owner(id))?;
+        let record = Record {
+            sandbox_id: id.to_owned(),
+            owner: owner.to_owned(),
+            class: class.to_owned(),
+            limits,
+            cgroup: spare.record.cgroup_name().to_owned(),
+            ..spare.record.clone()
+        };
+        write_json(&dir.join(RECORD_FILE), &record)?;
+        Ok(Arc::new(Sandbox {
+            record,
+            cgroup: spare.cgroup.clone(),
+            dir,
+            state: Mutex::new(SandboxState::Running),
+        }))
     }
 
     fn mark_lost(&self, id: &str, why: &str) {
@@ -602,7 +761,8 @@ impl SandboxManager {
         let record: Option<Record> = std::fs::read(dir.join(RECORD_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        if let Some(cgroup) = self.inner.cgroups.open(id) {
+        let cgroup_name = record.as_ref().map_or(id, Record::cgroup_name);
+        if let Some(cgroup) = self.inner.cgroups.open(cgroup_name) {
             let removed = blocking(move || cgroup.remove()).await;
             if let Err(error) = removed {
                 tracing::warn!(sandbox = id, %error, "cannot remove the sandbox's cgroup");

@@ -89,6 +89,21 @@ impl UidPool {
         })
     }
 
+    /// Gives an existing claim a new owner (atomically: the claim is never absent).
+    pub fn reassign(&self, uid: u32, owner: &str) -> std::io::Result<()> {
+        let temp = self.dir.join(format!(
+            ".claim-{}-{}",
+            std::process::id(),
+            start_offset(u32::MAX)
+        ));
+        std::fs::write(&temp, owner)?;
+        let renamed = std::fs::rename(&temp, self.dir.join(uid.to_string()));
+        if renamed.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        renamed
+    }
+
     /// Releases a claim; releasing a free uid is not an error.
     pub fn release(&self, uid: u32) -> std::io::Result<()> {
         match std::fs::remove_file(self.dir.join(uid.to_string())) {

@@ -49,6 +49,7 @@ const CORDON_VARS: &[&str] = &[
     "CORDON_SANDBOX_ROOT",
     "CORDON_SANDBOX_UID_DIR",
     "CORDON_SANDBOX_CGROUP",
+    "CORDON_SANDBOX_SPARES",
     "RUST_LOG",
 ];
 
@@ -221,6 +222,9 @@ impl Place {
         for var in CORDON_VARS {
             command.env_remove(var);
         }
+        // No spare sandboxes unless a test asks: each sandbox's cgroup is then named by
+        // its session, which the leak checks rely on.
+        command.env("CORDON_SANDBOX_SPARES", "0");
         command.envs(env.iter().copied());
         command
             .stdin(Stdio::null())

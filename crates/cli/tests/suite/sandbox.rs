@@ -28,10 +28,14 @@ fn start(backend: Backend) -> Sandboxed {
 }
 
 fn start_on(place: Place) -> Sandboxed {
+    start_with_env(place, &[])
+}
+
+fn start_with_env(place: Place, env: &[(&str, &str)]) -> Sandboxed {
     let classes = tempfile::tempdir().unwrap();
     let file = classes.path().join("classes.json");
     std::fs::write(&file, CLASSES).unwrap();
-    let server = Server::start_with(place, &["--sandbox-classes", file.to_str().unwrap()], &[]);
+    let server = Server::start_with(place, &["--sandbox-classes", file.to_str().unwrap()], env);
     Sandboxed {
         server,
         http: reqwest::Client::new(),
@@ -965,4 +969,125 @@ fn another_tenant_cannot_reach_a_sandbox() {
         assert_eq!(status, 404, "{method} {path}");
     }
     s.server.cli(&["session", "close", &id, "--yes"]).success();
+}
+
+/// The records of the spare sandboxes in a data dir.
+fn spare_dirs(data_dir: &Path) -> Vec<String> {
+    let mut spares: Vec<String> = std::fs::read_dir(data_dir.join("sandboxes"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("spare-"))
+                .filter(|name| {
+                    data_dir
+                        .join("sandboxes")
+                        .join(name)
+                        .join("record.json")
+                        .exists()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    spares.sort();
+    spares
+}
+
+fn wait_for_spares(data_dir: &Path, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let spares = spare_dirs(data_dir);
+        if spares.len() >= count {
+            return spares;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {spares:?} spares after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn activation_takes_a_spare_sandbox_and_the_pool_refills() {
+    let s = start_with_env(
+        Place::with_sandboxes(Backend::Sqlite),
+        &[("CORDON_SANDBOX_SPARES", "2")],
+    );
+    let data_dir = s.server.place().data_dir().to_owned();
+    let spares = wait_for_spares(&data_dir, 2);
+
+    // A `default` session gets a spare: its cgroup keeps the spare's name, and its
+    // limits become the class's.
+    let id = s.active_session("default");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(data_dir.join("sandboxes").join(&id).join("record.json")).unwrap(),
+    )
+    .unwrap();
+    let cgroup = record["cgroup"].as_str().unwrap().to_owned();
+    assert!(
+        spares.contains(&cgroup),
+        "{record} did not come from {spares:?}"
+    );
+    let uid = record["uid"].as_u64().unwrap() as u32;
+    let claim = std::fs::read_to_string(format!("/run/cordon/uids/{uid}")).unwrap();
+    assert!(
+        claim.ends_with(&format!("#{id}")),
+        "uid claim still names the spare: {claim}"
+    );
+    assert_eq!(
+        s.ok(&id, "id -u; hostname; ls -A /workspace | wc -l"),
+        "1000\nsandbox\n0\n"
+    );
+    assert_eq!(s.sandbox(&id)["memory_limit_bytes"], 256 << 20);
+    let root = cordon_sandbox::cgroup::CgroupRoot::detect(&s.cgroup_parent()).unwrap();
+    let limit = root.open(&cgroup).unwrap();
+    if let Some(memory) = limit
+        .procs_files()
+        .iter()
+        .find(|p| p.to_string_lossy().contains("/memory/"))
+    {
+        let file = memory.with_file_name("memory.limit_in_bytes");
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap().trim(),
+            (256u64 << 20).to_string()
+        );
+    }
+
+    // The pool refills; a class with other disk sizes starts cold.
+    wait_for_spares(&data_dir, 2);
+    let tight = s.active_session("tight");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(data_dir.join("sandboxes").join(&tight).join("record.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["cgroup"], tight.as_str());
+
+    // Closing an adopted sandbox leaves nothing, under its spare's cgroup name either.
+    s.server.cli(&["session", "close", &id, "--yes"]).success();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while root.open(&cgroup).is_some() || !live_processes_of(uid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the adopted sandbox {cgroup} was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!Path::new(&format!("/run/cordon/uids/{uid}")).exists());
+
+    // After a restart the old spares are destroyed and new ones made.
+    let old = spare_dirs(&data_dir);
+    let Sandboxed {
+        server, _classes, ..
+    } = s;
+    let place = server.kill9();
+    let s = start_with_env(place, &[("CORDON_SANDBOX_SPARES", "2")]);
+    let fresh = wait_for_spares(&data_dir, 2);
+    assert!(
+        fresh.iter().all(|f| !old.contains(f)),
+        "old spares {old:?} survived: {fresh:?}"
+    );
+    s.server
+        .cli(&["session", "close", &tight, "--yes"])
+        .success();
 }
