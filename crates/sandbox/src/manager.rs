@@ -594,10 +594,9 @@ impl SandboxManager {
                             .and_then(|mut map| map.remove(&id));
                         if let (Some(sandbox), Ok(mut spares)) =
                             (sandbox, manager.inner.spares.lock())
+                            && sandbox.record.limits == limits
                         {
-                            if sandbox.record.limits == limits {
-                                spares.push(sandbox);
-                            }
+                            spares.push(sandbox);
                         }
                     }
                     Err(error) => {
