@@ -125,10 +125,39 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         sandbox: SandboxSettings {
             mode: SandboxMode::On,
             cgroup_parent: cgroup_parent.clone(),
+            // This server measures the cold path: every sandbox is launched.
+            spares: 0,
             ..SandboxSettings::default()
         },
     };
     let server = serve::start(config).await?;
+    // A second server keeps two spare sandboxes, as `cordon serve` does by default.
+    let pooled_data = tempfile::Builder::new()
+        .prefix("cordon-bench-spares-")
+        .tempdir()?;
+    let pooled_parent = format!("cordon-bench-spares-{}", std::process::id());
+    let pooled = serve::start(ServerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: pooled_data.path().to_owned(),
+        database_url: None,
+        bootstrap_token: Some(BENCH_TOKEN.to_owned()),
+        sandbox: SandboxSettings {
+            mode: SandboxMode::On,
+            cgroup_parent: pooled_parent.clone(),
+            spares: 2,
+            ..SandboxSettings::default()
+        },
+    })
+    .await?;
+    let pooled_api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", pooled.addr),
+    };
+    let pooled_manager = pooled
+        .control
+        .sandboxes()
+        .cloned()
+        .context("sandboxes are off")?;
     let api = Api {
         http: reqwest::Client::new(),
         base: format!("http://{}", server.addr),
@@ -168,6 +197,21 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     }
     for id in to_close.drain(..) {
         api.close(&id).await?;
+    }
+    // The same with a spare waiting: activation adopts it (the pool refills between
+    // samples, untimed).
+    let mut tti_pooled = Timings::default();
+    for _ in 0..args.samples {
+        wait_for_spares(&pooled_manager, 2).await?;
+        let started = Instant::now();
+        let id = pooled_api.session().await?;
+        pooled_api.activate(&id).await?;
+        pooled_api.exec(&id, &["echo", "hi"]).await?;
+        tti_pooled.push(started.elapsed());
+        to_close.push(id);
+    }
+    for id in to_close.drain(..) {
+        pooled_api.close(&id).await?;
     }
 
     // Warm exec round trip.
@@ -214,6 +258,27 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         manager.destroy(&id).await?;
         raw_destroy.push(destroying.elapsed());
     }
+    let mut pooled_spawn = Timings::default();
+    for i in 0..args.samples {
+        wait_for_spares(&pooled_manager, 2).await?;
+        let id = format!("bench-pooled-{i}");
+        let started = Instant::now();
+        pooled_manager.start(&id, "default", "bench").await?;
+        let result = pooled_manager
+            .exec_collect(
+                &id,
+                cordon_sandbox::ExecRequest {
+                    argv: vec!["true".to_owned()],
+                    ..Default::default()
+                },
+            )
+            .await?;
+        pooled_spawn.push(started.elapsed());
+        if result.outcome.exit_code != 0 {
+            bail!("`true` failed in the sandbox: {:?}", result.outcome);
+        }
+        pooled_manager.destroy(&id).await?;
+    }
     let mut bwrap = Timings::default();
     let bwrap_note = match bwrap_available(&args.bwrap).await {
         Ok(()) => {
@@ -239,19 +304,25 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             t.quantile(0.99)
         );
     };
-    line("time-to-interactive (HTTP: create+activate+exec)", &mut tti);
+    line("time-to-interactive, cold (launch per session)", &mut tti);
+    line("time-to-interactive, a spare waiting", &mut tti_pooled);
     line("warm exec `echo hi` (HTTP round trip)", &mut warm_exec);
     line("cordon spawn-to-exit of `true` (no HTTP)", &mut raw);
     line("  start: uid, cgroup, launcher, init ready", &mut raw_start);
     line("  first exec of `true` until its exit", &mut raw_exec);
     line("cordon teardown (kill, rmdir, reap)", &mut raw_destroy);
+    line(
+        "cordon spawn-to-exit of `true`, a spare waiting",
+        &mut pooled_spawn,
+    );
     if bwrap.0.is_empty() {
         println!("{bwrap_note}");
     } else {
         line("bwrap `true` (same namespaces and mounts)", &mut bwrap);
         println!(
-            "cordon spawn-to-exit / bwrap p50 ratio: {:.2} (below 1 = Cordon faster)",
-            raw.quantile(0.5) / bwrap.quantile(0.5)
+            "cordon spawn-to-exit / bwrap p50 ratio: cold {:.2}, a spare waiting {:.2} (below 1 = Cordon faster)",
+            raw.quantile(0.5) / bwrap.quantile(0.5),
+            pooled_spawn.quantile(0.5) / bwrap.quantile(0.5)
         );
     }
 
@@ -261,11 +332,49 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     }
     api.close(&warm).await?;
     server.stop().await?;
+    pooled.stop().await?;
+    // The pooled server's spares outlive it, as every sandbox outlives its server; this
+    // benchmark owns them, so it removes them with their parent group.
+    if let Ok(root) = cordon_sandbox::cgroup::CgroupRoot::detect(&pooled_parent) {
+        for child in root.children().unwrap_or_default() {
+            if let Some(group) = root.open(&child) {
+                let _ = group.remove();
+            }
+        }
+        let _ = root.remove_parent_if_empty();
+    }
+    release_uid_claims(pooled_data.path());
     // Every sandbox is gone; so goes their parent group.
     if let Ok(root) = cordon_sandbox::cgroup::CgroupRoot::detect(&cgroup_parent) {
         let _ = root.remove_parent_if_empty();
     }
     Ok(())
+}
+
+async fn wait_for_spares(
+    manager: &cordon_sandbox::SandboxManager,
+    count: usize,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while manager.spares() < count {
+        if Instant::now() > deadline {
+            bail!("the spare sandboxes were not refilled within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// Removes the uid claims of a data dir's sandboxes (spares left behind on purpose).
+fn release_uid_claims(data_dir: &Path) {
+    let owner = format!("{}#", data_dir.join("sandboxes").display());
+    if let Ok(claims) = std::fs::read_dir("/run/cordon/uids") {
+        for claim in claims.flatten() {
+            if std::fs::read_to_string(claim.path()).is_ok_and(|o| o.starts_with(&owner)) {
+                let _ = std::fs::remove_file(claim.path());
+            }
+        }
+    }
 }
 
 async fn bwrap_available(bwrap: &Path) -> anyhow::Result<()> {
