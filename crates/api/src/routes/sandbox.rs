@@ -8,8 +8,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cordon_core::{Phase, ReasonCode, Session, SessionId, Timestamp};
-use cordon_policy::{Action, Resource};
+use cordon_core::{Phase, ReasonCode, Session, Timestamp};
+use cordon_policy::Action;
 use cordon_sandbox::{
     ExecEvent, ExecOutcome, FileEntry, ProcessRecord, SandboxError, SandboxManager,
 };
@@ -21,9 +21,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::auth::{Caller, authorize};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query, parse_id};
+use crate::extract::{Json, Query};
 
 /// The content type of a streamed exec.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -46,24 +46,7 @@ async fn sandbox_session(
     id: &str,
     action: Action,
 ) -> ApiResult<Session> {
-    let id = parse_id::<SessionId>(id, "session")?;
-    let session = state
-        .store()
-        .get_session(caller.tenant_id(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("session"))?;
-    authorize(
-        state,
-        caller,
-        action,
-        Resource::Session {
-            id: session.id,
-            tenant_id: session.tenant_id,
-            owner: session.owner,
-            workload_class: &session.workload_class,
-            environment: &session.environment,
-        },
-    )?;
+    let session = super::sessions::authorized_session(state, caller, id, action).await?;
     if session.phase != Phase::Active {
         return Err(ApiError::new(
             ReasonCode::SessionNotActive,
@@ -287,30 +270,9 @@ pub(crate) async fn get_sandbox(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<SandboxBody>> {
-    let id = parse_id::<SessionId>(&id, "session")?;
-    let session = state
-        .store()
-        .get_session(caller.tenant_id(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("session"))?;
-    authorize(
-        &state,
-        &caller,
-        Action::SessionFilesRead,
-        Resource::Session {
-            id: session.id,
-            tenant_id: session.tenant_id,
-            owner: session.owner,
-            workload_class: &session.workload_class,
-            environment: &session.environment,
-        },
-    )?;
-    let sandboxes = state.control().sandboxes().ok_or_else(|| {
-        ApiError::new(
-            ReasonCode::SandboxUnavailable,
-            "this server runs without sandboxes",
-        )
-    })?;
+    let session =
+        super::sessions::authorized_session(&state, &caller, &id, Action::SessionFilesRead).await?;
+    let sandboxes = sandboxes(&state)?;
     let info = sandboxes.info(&session.id.to_string())?;
     let state_name = serde_json::to_value(info.state)
         .ok()

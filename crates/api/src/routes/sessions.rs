@@ -59,7 +59,7 @@ fn session_resource(session: &Session) -> Resource<'_> {
 }
 
 /// Loads a session of the caller's tenant and checks the caller may take `action` on it.
-async fn authorized_session(
+pub(crate) async fn authorized_session(
     state: &AppState,
     caller: &Caller,
     id: &str,
