@@ -184,15 +184,18 @@ impl Client {
         Self::build(&args.url, args.token.clone(), args.json, args.timeout)
     }
 
-    /// A client for `url`; `timeout` (seconds) bounds each whole request.
+    /// A client for `url`; `timeout` (seconds) bounds connecting and each whole request.
+    /// A request may set a longer timeout of its own; connecting stays bounded.
     pub(crate) fn build(
         url: &str,
         token: Option<String>,
         json: bool,
         timeout: u64,
     ) -> Outcome<Self> {
+        let timeout = std::time::Duration::from_secs(timeout.max(1));
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(timeout.max(1)))
+            .connect_timeout(timeout)
+            .timeout(timeout)
             .build()
             .map_err(|error| Failure {
                 code: exit::INTERNAL,

@@ -14,6 +14,8 @@ use reqwest::Method;
 use crate::client::{Client, ClientArgs, Failure, Outcome, finish, http_failure, table};
 use crate::exit;
 
+const NDJSON: &str = "application/x-ndjson";
+
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The server's base URL.
@@ -25,8 +27,8 @@ pub struct ExecArgs {
     /// Print the whole result as JSON when the command ends instead of streaming.
     #[arg(long)]
     json: bool,
-    /// Seconds to wait for the server to answer (a streamed command may run longer:
-    /// its own timeout plus 30 s).
+    /// Seconds to wait for the server to connect and answer (a command in the foreground
+    /// may run longer: its --timeout-ms plus 30 s, or an hour and 30 s without one).
     #[arg(long, env = "CORDON_TIMEOUT", default_value_t = 30)]
     timeout: u64,
     /// An environment variable for the command, KEY=VALUE; repeatable.
@@ -137,20 +139,103 @@ fn exit_code_of(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(255)
 }
 
-/// Splits a growing buffer into complete lines, keeping the unfinished tail.
+/// Splits a growing buffer into complete lines, keeping the unfinished tail. Blank
+/// lines are dropped, and a `\r` before the `\n` is not part of its line.
 fn take_lines(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
     let mut lines = Vec::new();
     while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = buffer.drain(..=end).collect();
-        lines.push(line[..line.len() - 1].to_vec());
+        let mut line: Vec<u8> = buffer.drain(..=end).collect();
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if !line.is_empty() {
+            lines.push(line);
+        }
     }
     lines
+}
+
+fn parse_event(line: &[u8]) -> Outcome<ExecStreamEvent> {
+    serde_json::from_slice(line).map_err(|error| Failure {
+        code: exit::INTERNAL,
+        message: format!("unexpected stream event: {error}"),
+    })
+}
+
+fn parse_exec_response(body: &[u8]) -> Outcome<ExecResponse> {
+    serde_json::from_slice(body).map_err(|error| Failure {
+        code: exit::INTERNAL,
+        message: format!("unexpected answer from the server: {error}"),
+    })
+}
+
+fn no_exit_failure() -> Failure {
+    Failure {
+        code: exit::INTERNAL,
+        message: "the server ended the stream without the command's exit".to_owned(),
+    }
+}
+
+/// A whole streamed exec as the non-streamed answer would have given it. The server
+/// replays a recorded stream whole when an `Idempotency-Key` is retried with `--json`.
+fn collect_stream(body: &[u8]) -> Outcome<ExecResponse> {
+    let mut buffer = body.to_vec();
+    buffer.push(b'\n');
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    for line in take_lines(&mut buffer) {
+        match parse_event(&line)? {
+            ExecStreamEvent::Stdout { data } => stdout.push_str(&data),
+            ExecStreamEvent::Stderr { data } => stderr.push_str(&data),
+            ExecStreamEvent::Exit {
+                exit_code,
+                signal,
+                duration_ms,
+                reason_code,
+                message,
+            } => {
+                return Ok(ExecResponse {
+                    exit_code,
+                    signal,
+                    stdout,
+                    stderr,
+                    truncated: false,
+                    duration_ms,
+                    reason_code,
+                    message,
+                });
+            }
+        }
+    }
+    Err(no_exit_failure())
+}
+
+/// `cordon: EXEC_TIMEOUT: the command ran past ...` on stderr, when a reason ended it.
+fn report_reason(reason_code: Option<String>, message: Option<String>) {
+    if let Some(reason) = reason_code {
+        eprintln!("cordon: {reason}: {}", message.unwrap_or_default());
+    }
+}
+
+fn is_ndjson(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(NDJSON))
 }
 
 fn unreachable_failure(base: &str, error: &reqwest::Error) -> Failure {
     Failure {
         code: exit::UNREACHABLE,
         message: format!("cannot reach {base}: {error}"),
+    }
+}
+
+fn broken_failure(base: &str, error: &reqwest::Error) -> Failure {
+    Failure {
+        code: exit::UNREACHABLE,
+        message: format!("the connection to {base} broke: {error}"),
     }
 }
 
@@ -195,11 +280,7 @@ async fn exec(args: ExecArgs) -> Outcome<u8> {
         timeout_ms: args.timeout_ms,
         background: args.background,
     };
-    // A streamed command may run for its whole timeout: wait that long plus a margin.
-    let wait = args
-        .timeout
-        .max(args.timeout_ms.map_or(3600, |ms| ms.div_ceil(1000)) + 30);
-    let client = Client::build(&args.url, args.token.clone(), args.json, wait)?;
+    let client = Client::build(&args.url, args.token.clone(), args.json, args.timeout)?;
     let path = format!("/v1/sessions/{}/exec", encode_path(&args.session));
     if args.background {
         let value = client
@@ -223,65 +304,72 @@ async fn exec(args: ExecArgs) -> Outcome<u8> {
         })?;
         return Ok(exit::OK);
     }
-    if args.json {
-        let value = client
-            .call(
-                Method::POST,
-                &path,
-                &[],
-                Some(&request),
-                args.idempotency_key.as_deref(),
-            )
-            .await?;
-        let response: ExecResponse =
-            serde_json::from_value(value.clone()).map_err(|error| Failure {
-                code: exit::INTERNAL,
-                message: format!("unexpected answer from the server: {error}"),
-            })?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return Ok(exit_code_of(response.exit_code));
-    }
+    // A command in the foreground may run for its whole timeout: wait that long plus a
+    // margin. Without --timeout-ms its class decides; an hour is the default cap.
+    let wait = args
+        .timeout
+        .max(args.timeout_ms.map_or(3600, |ms| ms.div_ceil(1000)) + 30);
     let mut builder = authorized(&client, client.http.post(format!("{}{path}", client.base)))
-        .header("accept", "application/x-ndjson")
         .timeout(Duration::from_secs(wait))
         .json(&request);
     if let Some(key) = &args.idempotency_key {
         builder = builder.header("idempotency-key", key);
     }
-    let mut response = builder
-        .send()
-        .await
-        .map_err(|error| unreachable_failure(&client.base, &error))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.bytes().await.unwrap_or_default();
-        return Err(http_failure(status, &body));
+    if args.json {
+        let response = send_checked(&client, builder).await?;
+        let streamed = is_ndjson(&response);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| broken_failure(&client.base, &error))?;
+        let (exit_code, value) = if streamed {
+            let result = collect_stream(&body)?;
+            (result.exit_code, serde_json::to_value(&result))
+        } else {
+            let result = parse_exec_response(&body)?;
+            (result.exit_code, serde_json::from_slice(&body))
+        };
+        let value: serde_json::Value = value.map_err(|error| Failure {
+            code: exit::INTERNAL,
+            message: format!("the server sent invalid JSON: {error}"),
+        })?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(exit_code_of(exit_code));
     }
-    let mut buffer = Vec::new();
+    let mut response = send_checked(&client, builder.header("accept", NDJSON)).await?;
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
+    if !is_ndjson(&response) {
+        // The recorded answer of an exec first run with --json, replayed for its
+        // Idempotency-Key.
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| broken_failure(&client.base, &error))?;
+        let result = parse_exec_response(&body)?;
+        let _ = stdout.write_all(result.stdout.as_bytes());
+        let _ = stdout.flush();
+        let _ = stderr.write_all(result.stderr.as_bytes());
+        report_reason(result.reason_code, result.message);
+        return Ok(exit_code_of(result.exit_code));
+    }
+    let mut buffer = Vec::new();
     loop {
-        let chunk = response.chunk().await.map_err(|error| Failure {
-            code: exit::UNREACHABLE,
-            message: format!("the connection to {} broke: {error}", client.base),
-        })?;
-        let Some(chunk) = chunk else {
-            return Err(Failure {
-                code: exit::INTERNAL,
-                message: "the server ended the stream without the command's exit".to_owned(),
-            });
-        };
-        buffer.extend_from_slice(&chunk);
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|error| broken_failure(&client.base, &error))?;
+        let ended = chunk.is_none();
+        match chunk {
+            Some(chunk) => buffer.extend_from_slice(&chunk),
+            // A last line without its newline still counts.
+            None => buffer.push(b'\n'),
+        }
         for line in take_lines(&mut buffer) {
-            let event: ExecStreamEvent =
-                serde_json::from_slice(&line).map_err(|error| Failure {
-                    code: exit::INTERNAL,
-                    message: format!("unexpected stream event: {error}"),
-                })?;
-            match event {
+            match parse_event(&line)? {
                 ExecStreamEvent::Stdout { data } => {
                     let _ = stdout.write_all(data.as_bytes());
                     let _ = stdout.flush();
@@ -296,12 +384,13 @@ async fn exec(args: ExecArgs) -> Outcome<u8> {
                     message,
                     ..
                 } => {
-                    if let Some(reason) = reason_code {
-                        eprintln!("cordon: {reason}: {}", message.unwrap_or_default());
-                    }
+                    report_reason(reason_code, message);
                     return Ok(exit_code_of(exit_code));
                 }
             }
+        }
+        if ended {
+            return Err(no_exit_failure());
         }
     }
 }
@@ -398,22 +487,34 @@ async fn files(args: ClientArgs<FilesCommand>) -> Outcome<()> {
     }
 }
 
-/// Sends a request whose successful answer is not (necessarily) JSON.
-async fn send_raw(client: &Client, request: reqwest::RequestBuilder) -> Outcome<Vec<u8>> {
+/// Sends a request; a non-2xx answer becomes the failure its error body describes.
+async fn send_checked(
+    client: &Client,
+    request: reqwest::RequestBuilder,
+) -> Outcome<reqwest::Response> {
     let response = request
         .send()
         .await
         .map_err(|error| unreachable_failure(&client.base, &error))?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|error| Failure {
-        code: exit::UNREACHABLE,
-        message: format!("the connection to {} broke: {error}", client.base),
-    })?;
     if status.is_success() {
-        Ok(bytes.to_vec())
-    } else {
-        Err(http_failure(status, &bytes))
+        return Ok(response);
     }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| broken_failure(&client.base, &error))?;
+    Err(http_failure(status, &body))
+}
+
+/// Sends a request whose successful answer is not (necessarily) JSON.
+async fn send_raw(client: &Client, request: reqwest::RequestBuilder) -> Outcome<Vec<u8>> {
+    let response = send_checked(client, request).await?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| broken_failure(&client.base, &error))?;
+    Ok(bytes.to_vec())
 }
 
 fn file_rows(files: Vec<FileBody>) -> String {
@@ -489,6 +590,44 @@ mod tests {
         buffer.extend_from_slice(b":2}\n");
         assert_eq!(take_lines(&mut buffer), vec![b"{\"b\":2}".to_vec()]);
         assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn blank_lines_and_carriage_returns_are_dropped() {
+        let mut buffer = b"\n{\"a\":1}\r\n\r\n{\"b\"".to_vec();
+        assert_eq!(take_lines(&mut buffer), vec![b"{\"a\":1}".to_vec()]);
+        assert_eq!(buffer, b"{\"b\"".to_vec());
+    }
+
+    #[test]
+    fn a_replayed_stream_collects_into_one_result() {
+        let body = concat!(
+            r#"{"type":"stdout","data":"o1 "}"#,
+            "\n",
+            r#"{"type":"stderr","data":"e"}"#,
+            "\n",
+            r#"{"type":"stdout","data":"o2"}"#,
+            "\n",
+            r#"{"type":"exit","exit_code":124,"signal":null,"duration_ms":5,"#,
+            r#""reason_code":"EXEC_TIMEOUT","message":"late"}"#,
+        );
+        let Ok(result) = collect_stream(body.as_bytes()) else {
+            panic!("a complete stream must collect");
+        };
+        assert_eq!(
+            (
+                result.exit_code,
+                result.stdout.as_str(),
+                result.stderr.as_str()
+            ),
+            (124, "o1 o2", "e")
+        );
+        assert_eq!(result.reason_code.as_deref(), Some("EXEC_TIMEOUT"));
+        let cut = br#"{"type":"stdout","data":"o"}"#;
+        assert_eq!(
+            collect_stream(cut).err().map(|f| f.code),
+            Some(exit::INTERNAL)
+        );
     }
 
     #[test]
