@@ -339,35 +339,23 @@ impl SandboxManager {
         owners
     }
 
-    /// Ids of the sandboxes this server runs.
-    pub fn running(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .inner
-            .sandboxes
-            .lock()
-            .map(|map| map.keys().cloned().collect())
-            .unwrap_or_default();
-        ids.sort();
-        ids
-    }
-
     /// Starts the sandbox of session `id` with the limits of `class`. Starting one that
     /// runs already is a no-op; a lost one is replaced.
-    pub async fn start(&self, id: &str, class: &str, owner: &str) -> Result<SandboxInfo> {
+    pub async fn start(&self, id: &str, class: &str, owner: &str) -> Result<()> {
         if let Ok(sandbox) = self.get(id)
             && sandbox.state() != SandboxState::Lost
         {
-            return Ok(sandbox.info());
+            return Ok(());
         }
         validate_id(id)?;
-        if let Some(info) = self.adopt_spare(id, class, owner).await {
-            return Ok(info);
+        if self.adopt_spare(id, class, owner).await.is_some() {
+            return Ok(());
         }
         self.start_cold(id, class, owner).await
     }
 
     /// Starts a sandbox with the launcher, never from the pool of spares.
-    pub async fn start_cold(&self, id: &str, class: &str, owner: &str) -> Result<SandboxInfo> {
+    pub async fn start_cold(&self, id: &str, class: &str, owner: &str) -> Result<()> {
         validate_id(id)?;
         // A lost sandbox may have left its state or cgroup behind; clear them first.
         if self.inner.config.state_dir.join(id).exists() || self.inner.cgroups.open(id).is_some() {
@@ -384,15 +372,18 @@ impl SandboxManager {
         if result.is_err() {
             self.cleanup(id).await;
         }
-        let sandbox = result?;
-        let info = sandbox.info();
+        self.register(id, result?);
+        Ok(())
+    }
+
+    /// Makes `sandbox` the one of session `id` (no longer lost, if it was).
+    fn register(&self, id: &str, sandbox: Arc<Sandbox>) {
         if let Ok(mut map) = self.inner.sandboxes.lock() {
             map.insert(id.to_owned(), sandbox);
         }
         if let Ok(mut lost) = self.inner.lost.lock() {
             lost.remove(id);
         }
-        Ok(info)
     }
 
     /// Starts the launcher process; it waits for its spec on stdin, so its start-up
@@ -613,7 +604,7 @@ impl SandboxManager {
     /// the class's: its cgroup limits are set to the class's, its state directory and
     /// uid claim are renamed to the session. None when no spare fits (or adopting one
     /// failed, in which case it is destroyed).
-    async fn adopt_spare(&self, id: &str, class: &str, owner: &str) -> Option<SandboxInfo> {
+    async fn adopt_spare(&self, id: &str, class: &str, owner: &str) -> Option<()> {
         let limits = self.inner.config.limits_for(class);
         let fits = |s: &Arc<Sandbox>| {
             let l = &s.record.limits;
@@ -630,14 +621,8 @@ impl SandboxManager {
         let spare_id = spare.record.sandbox_id.clone();
         match self.adopt(&spare, id, class, owner, limits).await {
             Ok(sandbox) => {
-                let info = sandbox.info();
-                if let Ok(mut map) = self.inner.sandboxes.lock() {
-                    map.insert(id.to_owned(), sandbox);
-                }
-                if let Ok(mut lost) = self.inner.lost.lock() {
-                    lost.remove(id);
-                }
-                Some(info)
+                self.register(id, sandbox);
+                Some(())
             }
             Err(error) => {
                 tracing::warn!(%error, spare = %spare_id, "cannot adopt a spare sandbox; starting one");
@@ -711,7 +696,7 @@ impl SandboxManager {
     }
 
     /// Restores the limits and thaws. A sandbox that was lost is replaced by a new one.
-    pub async fn resume(&self, id: &str, class: &str, owner: &str) -> Result<SandboxInfo> {
+    pub async fn resume(&self, id: &str, class: &str, owner: &str) -> Result<()> {
         let sandbox = match self.get(id) {
             Ok(sandbox) => sandbox,
             Err(SandboxError::Lost(_) | SandboxError::NotRunning) => {
@@ -730,7 +715,7 @@ impl SandboxManager {
         })
         .await?;
         sandbox.set_state(SandboxState::Running);
-        Ok(sandbox.info())
+        Ok(())
     }
 
     async fn alive(&self, sandbox: &Sandbox) -> bool {
@@ -995,12 +980,6 @@ impl SandboxManager {
                 uid: sandbox.record.uid,
             }),
         }
-    }
-
-    /// Sandboxes this host's cgroup parent holds that no record of this server names:
-    /// leftovers a test can assert are absent.
-    pub fn cgroup_children(&self) -> Vec<String> {
-        self.inner.cgroups.children().unwrap_or_default()
     }
 }
 
