@@ -418,12 +418,7 @@ async fn files(args: ClientArgs<FilesCommand>) -> Outcome<()> {
                 code: exit::USAGE,
                 message: format!("cannot read {local}: {error}"),
             })?;
-            let url = format!(
-                "{}/v1/sessions/{}/files/{}",
-                client.base,
-                encode_path(session),
-                encode_path(path)
-            );
+            let url = file_url(&client, session, path);
             let mut request = authorized(&client, client.http.put(url))
                 .header("content-type", "application/octet-stream")
                 .body(bytes);
@@ -443,12 +438,7 @@ async fn files(args: ClientArgs<FilesCommand>) -> Outcome<()> {
             path,
             local,
         } => {
-            let url = format!(
-                "{}/v1/sessions/{}/files/{}",
-                client.base,
-                encode_path(session),
-                encode_path(path)
-            );
+            let url = file_url(&client, session, path);
             let bytes = send_raw(&client, authorized(&client, client.http.get(url))).await?;
             let written = match local {
                 Some(local) => std::fs::write(local, &bytes),
@@ -472,12 +462,7 @@ async fn files(args: ClientArgs<FilesCommand>) -> Outcome<()> {
             path,
             recursive,
         } => {
-            let url = format!(
-                "{}/v1/sessions/{}/files/{}",
-                client.base,
-                encode_path(session),
-                encode_path(path)
-            );
+            let url = file_url(&client, session, path);
             let mut request = authorized(&client, client.http.delete(url));
             if *recursive {
                 request = request.query(&[("recursive", "true")]);
@@ -505,6 +490,16 @@ async fn send_checked(
         .await
         .map_err(|error| broken_failure(&client.base, &error))?;
     Err(http_failure(status, &body))
+}
+
+/// The URL of a file in a session's /workspace.
+fn file_url(client: &Client, session: &str, path: &str) -> String {
+    format!(
+        "{}/v1/sessions/{}/files/{}",
+        client.base,
+        encode_path(session),
+        encode_path(path)
+    )
 }
 
 /// Sends a request whose successful answer is not (necessarily) JSON.
