@@ -262,6 +262,16 @@ fn exec_runs_commands_in_a_stateful_sandbox() {
     let result = s.exec(&id, json!({"argv": ["no-such-tool"]}));
     assert_eq!(result["exit_code"], 127, "{result}");
     assert_eq!(result["reason_code"], "EXEC_COMMAND_NOT_FOUND");
+    let result = s.sh(&id, "kill -TERM $$");
+    assert_eq!(
+        (
+            result["exit_code"].as_i64(),
+            result["signal"].as_i64(),
+            result["reason_code"].as_str()
+        ),
+        (Some(143), Some(15), Some("EXEC_KILLED_BY_SIGNAL")),
+        "{result}"
+    );
     let result = s.exec(&id, json!({"argv": ["ls"], "cwd": "/no/such/dir"}));
     assert_eq!(
         (result["exit_code"].as_i64(), result["reason_code"].as_str()),
