@@ -1101,3 +1101,42 @@ fn activation_takes_a_spare_sandbox_and_the_pool_refills() {
         .cli(&["session", "close", &tight, "--yes"])
         .success();
 }
+
+#[test]
+fn a_sandbox_that_cannot_start_leaves_the_session_created() {
+    let place = Place::with_sandboxes(Backend::Sqlite);
+    let uid_dir = place.data_dir().join("uid-claims");
+    let s = start_with_env(
+        place,
+        &[("CORDON_SANDBOX_UID_DIR", uid_dir.to_str().unwrap())],
+    );
+    // The claims directory turns into a file under the running server: no uid can be
+    // claimed, so no sandbox can start.
+    std::fs::remove_dir_all(&uid_dir).unwrap();
+    std::fs::write(&uid_dir, b"not a directory").unwrap();
+    let id = s.server.create_session("default", "dev");
+    let (status, body) = s.json(
+        reqwest::Method::POST,
+        &format!("/v1/sessions/{id}/activate"),
+        Some(json!({})),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (500, Some("SANDBOX_START_FAILED")),
+        "{body}"
+    );
+    assert_eq!(s.server.session(&id)["phase"], "created");
+    let root = cordon_sandbox::cgroup::CgroupRoot::detect(&s.cgroup_parent()).unwrap();
+    assert!(
+        root.children().unwrap().is_empty(),
+        "a cgroup was left behind"
+    );
+    assert!(
+        !s.server
+            .place()
+            .data_dir()
+            .join("sandboxes")
+            .join(&id)
+            .exists()
+    );
+}
