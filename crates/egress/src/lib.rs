@@ -1,0 +1,4 @@
+//! The egress gateway.
+pub mod addr;
+pub mod dns;
+pub mod sni;
