@@ -89,6 +89,21 @@ pub fn status_for(code: ReasonCode) -> StatusCode {
         SandboxOomKilled | SandboxPidsLimit | ExecTimeout | ExecCommandNotFound
         | ExecStartFailed | ExecKilledBySignal => StatusCode::INTERNAL_SERVER_ERROR,
         IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        EgressPolicyInvalid | LeaseTtlInvalid => StatusCode::BAD_REQUEST,
+        SecretNameTaken | LeaseNotRenewable => StatusCode::CONFLICT,
+        // Decisions of the egress gateway: answered to sandbox code by the gateway (403,
+        // or 502 for upstream failures), never by the API.
+        EgressAllowed
+        | EgressDestinationNotAllowed
+        | EgressPortNotAllowed
+        | EgressSchemeNotAllowed
+        | EgressMethodNotAllowed
+        | EgressNonPublicAddress
+        | EgressSniMismatch
+        | EgressSessionNotActive
+        | EgressCredentialLeaseExpired
+        | EgressMalformedRequest => StatusCode::FORBIDDEN,
+        EgressDnsFailed | EgressUpstreamFailed | EgressUpstreamTlsFailed => StatusCode::BAD_GATEWAY,
         StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -222,6 +222,10 @@ fn config(data_dir: PathBuf, database_url: Option<String>) -> ServerConfig {
             mode: SandboxMode::Off,
             ..SandboxSettings::default()
         },
+        egress: crate::serve::EgressSettings {
+            mode: crate::serve::EgressMode::Off,
+            ..crate::serve::EgressSettings::default()
+        },
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::serve::{self, SandboxMode, SandboxSettings, ServerConfig};
+use crate::serve::{self, EgressSettings, SandboxMode, SandboxSettings, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
@@ -129,6 +129,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             spares: 0,
             ..SandboxSettings::default()
         },
+        egress: EgressSettings::default(),
     };
     let server = serve::start(config).await?;
     // A second server keeps two spare sandboxes, as `cordon serve` does by default.
@@ -147,6 +148,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             spares: 2,
             ..SandboxSettings::default()
         },
+        egress: EgressSettings::default(),
     })
     .await?;
     let pooled_api = Api {

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_sandbox;
 mod client;
+mod egress;
 mod exit;
 mod sandbox_client;
 mod serve;

@@ -66,6 +66,51 @@ pub struct ServeArgs {
     /// session takes one instead of launching one (0: none).
     #[arg(long, env = "CORDON_SANDBOX_SPARES", default_value_t = 2)]
     sandbox_spares: usize,
+    /// The egress gateway, sandboxes' only way out: `on` gives every sandbox the
+    /// gateway (default deny until a policy allows), `off` leaves sandboxes with no
+    /// network at all.
+    #[arg(long, env = "CORDON_EGRESS", value_enum, default_value = "on")]
+    egress: EgressMode,
+    /// JSON egress policy for tenants that have not stored one through the API.
+    #[arg(long, env = "CORDON_EGRESS_POLICY")]
+    egress_policy: Option<PathBuf>,
+    /// PEM file of extra roots trusted for upstream TLS, besides the Mozilla roots.
+    #[arg(long, env = "CORDON_EGRESS_UPSTREAM_CA")]
+    egress_upstream_ca: Option<PathBuf>,
+    /// Fixed address for a host name, like curl's --resolve: `HOST=IP` (repeatable).
+    #[arg(long = "egress-resolve", value_name = "HOST=IP")]
+    egress_resolve: Vec<String>,
+    /// The longest a credential lease may last, renewals included, in seconds.
+    #[arg(long, env = "CORDON_LEASE_MAX_TTL", default_value_t = 3600)]
+    lease_max_ttl: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EgressMode {
+    On,
+    Off,
+}
+
+/// How a server runs the egress gateway.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    pub mode: EgressMode,
+    pub policy_file: Option<PathBuf>,
+    pub upstream_ca: Option<PathBuf>,
+    pub resolve: Vec<(String, std::net::IpAddr)>,
+    pub lease_max_ttl: Duration,
+}
+
+impl Default for EgressSettings {
+    fn default() -> Self {
+        Self {
+            mode: EgressMode::On,
+            policy_file: None,
+            upstream_ca: None,
+            resolve: Vec::new(),
+            lease_max_ttl: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -109,6 +154,7 @@ pub struct ServerConfig {
     /// to `<data-dir>/bootstrap-admin.token` if absent.
     pub bootstrap_token: Option<String>,
     pub sandbox: SandboxSettings,
+    pub egress: EgressSettings,
 }
 
 /// A server running in this process.
@@ -171,6 +217,19 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             cgroup_parent: args.sandbox_cgroup_parent,
             spares: args.sandbox_spares,
         },
+        egress: EgressSettings {
+            mode: args.egress,
+            policy_file: args.egress_policy,
+            upstream_ca: args.egress_upstream_ca,
+            resolve: match parse_resolve(&args.egress_resolve) {
+                Ok(resolve) => resolve,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    return exit::code(exit::USAGE);
+                }
+            },
+            lease_max_ttl: Duration::from_secs(args.lease_max_ttl.max(1)),
+        },
     };
     let server = match start(config).await {
         Ok(server) => server,
@@ -229,14 +288,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let policy = Arc::new(PolicyEngine::with_default_policies().context("default policies")?);
     let node_id = node_id(&config.data_dir)?;
-    let sandboxes = sandbox_manager(&config).await?;
-    let control = Control::with_sandboxes(
+    // Bound first: the gateway must know the control plane's address to refuse it.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let egress = crate::egress::start(&store, &config, addr).await?;
+    let ca_pem = egress.as_ref().map(|e| e.gateway.ca_cert_pem().to_owned());
+    let sandboxes = sandbox_manager(&config, ca_pem).await?;
+    let control = Control::with_runtimes(
         Arc::clone(&store),
         ControlOptions {
             node_id: node_id.clone(),
             lease_ttl: LEASE_TTL,
         },
         sandboxes,
+        egress,
     );
     let removed = control.reconcile_sandboxes().await;
     if removed > 0 {
@@ -245,12 +312,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             "removed sandboxes of sessions closed while this node was away"
         );
     }
+    let attached = control.attach_egress_all().await;
+    if attached > 0 {
+        tracing::info!(attached, "egress reattached to running sandboxes");
+    }
     let state = AppState::new(control.clone(), policy, ApiOptions::default());
     let router = cordon_api::router(state);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let (shutdown, shutdown_requested) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -275,7 +342,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
 /// Starts the sandbox runtime per the settings and reattaches to the sandboxes a
 /// previous run left behind.
-async fn sandbox_manager(config: &ServerConfig) -> anyhow::Result<Option<SandboxManager>> {
+async fn sandbox_manager(
+    config: &ServerConfig,
+    egress_ca_pem: Option<String>,
+) -> anyhow::Result<Option<SandboxManager>> {
     let settings = &config.sandbox;
     if settings.mode == SandboxMode::Off {
         tracing::info!("sandboxes are off: sessions run without them");
@@ -290,6 +360,7 @@ async fn sandbox_manager(config: &ServerConfig) -> anyhow::Result<Option<Sandbox
     sandbox_config.uid_dir = settings.uid_dir.clone();
     sandbox_config.cgroup_parent = settings.cgroup_parent.clone();
     sandbox_config.spare_sandboxes = settings.spares;
+    sandbox_config.egress = egress_ca_pem.map(|ca_pem| cordon_sandbox::EgressSetup { ca_pem });
     if let Some(path) = &settings.classes {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -316,6 +387,22 @@ async fn sandbox_manager(config: &ServerConfig) -> anyhow::Result<Option<Sandbox
         tracing::warn!(sandbox = %id, "sandbox lost: its init was gone; cleaned up");
     }
     Ok(Some(manager))
+}
+
+/// Parses `--egress-resolve HOST=IP` values.
+fn parse_resolve(values: &[String]) -> anyhow::Result<Vec<(String, std::net::IpAddr)>> {
+    values
+        .iter()
+        .map(|value| {
+            let (host, ip) = value
+                .split_once('=')
+                .with_context(|| format!("--egress-resolve `{value}`: expected HOST=IP"))?;
+            let ip = ip.parse().with_context(|| {
+                format!("--egress-resolve `{value}`: `{ip}` is not an IP address")
+            })?;
+            Ok((host.to_ascii_lowercase(), ip))
+        })
+        .collect()
 }
 
 /// How long an idempotency key is remembered.

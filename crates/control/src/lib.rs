@@ -12,8 +12,12 @@ use cordon_core::{
     KeyId, Labels, Lease, NewSession, Phase, Session, SessionAction, SessionId, TenantId,
     Timestamp, TransitionError,
 };
+use cordon_egress::{SessionKey, SessionListeners};
 use cordon_sandbox::{SandboxError, SandboxManager};
+
+pub mod egress;
 use cordon_store::{LeaseOutcome, Store, StoreError, Transition};
+pub use egress::Egress;
 
 pub type Result<T, E = ControlError> = std::result::Result<T, E>;
 
@@ -94,6 +98,8 @@ struct Inner {
     session_locks: Mutex<HashMap<SessionId, Weak<tokio::sync::Mutex<()>>>>,
     /// The sandbox runtime, when this node runs sandboxes.
     sandboxes: Option<SandboxManager>,
+    /// The egress gateway, when sandboxes on this node may reach out.
+    egress: Option<Egress>,
 }
 
 /// How many times a transition is retried when the session moved under it.
@@ -113,6 +119,18 @@ impl Control {
         options: ControlOptions,
         sandboxes: Option<SandboxManager>,
     ) -> Self {
+        Self::with_runtimes(store, options, sandboxes, None)
+    }
+
+    /// A writer that drives sandboxes and their egress: an active session's sandbox is
+    /// attached to the gateway; suspend and close revoke the session's credential
+    /// leases; close detaches it.
+    pub fn with_runtimes(
+        store: Arc<dyn Store>,
+        options: ControlOptions,
+        sandboxes: Option<SandboxManager>,
+        egress: Option<Egress>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -120,6 +138,7 @@ impl Control {
                 leases: Mutex::new(HashMap::new()),
                 session_locks: Mutex::new(HashMap::new()),
                 sandboxes,
+                egress,
             }),
         }
     }
@@ -127,6 +146,11 @@ impl Control {
     /// The sandbox runtime, if this node runs sandboxes.
     pub fn sandboxes(&self) -> Option<&SandboxManager> {
         self.inner.sandboxes.as_ref()
+    }
+
+    /// The egress runtime, if this node runs the gateway.
+    pub fn egress(&self) -> Option<&Egress> {
+        self.inner.egress.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -198,6 +222,9 @@ impl Control {
                 Ok(updated) => {
                     if updated.phase == Phase::Closed {
                         self.forget_lease(updated.id);
+                    }
+                    self.egress_after(&updated, actor).await;
+                    if updated.phase == Phase::Closed {
                         self.sandbox_close(updated.id).await;
                     }
                     return Ok(updated);
@@ -275,6 +302,93 @@ impl Control {
         if let Err(error) = undone {
             tracing::warn!(session = %session.id, %error, "cannot undo the sandbox change of a refused transition");
         }
+    }
+
+    /// Moves the session's egress along with its phase: an active session's sandbox
+    /// listeners are served by the gateway; suspend and close revoke every credential
+    /// lease of the session; close stops serving it.
+    async fn egress_after(&self, session: &Session, actor: &str) {
+        let Some(egress) = self.egress() else {
+            return;
+        };
+        egress.env.invalidate_session(session.id);
+        match session.phase {
+            Phase::Active => self.attach_egress(session).await,
+            Phase::Suspended | Phase::Closed => {
+                let reason = format!("session {} by {actor}", session.phase);
+                if let Err(error) = self
+                    .inner
+                    .store
+                    .revoke_session_credential_leases(
+                        session.tenant_id,
+                        session.id,
+                        Timestamp::now(),
+                        &reason,
+                    )
+                    .await
+                {
+                    // The gateway refuses a session that is not active anyway.
+                    tracing::warn!(session = %session.id, %error, "cannot revoke the session's credential leases");
+                }
+                egress.env.invalidate_session(session.id);
+                if session.phase == Phase::Closed {
+                    egress.gateway.detach(session.id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn attach_egress(&self, session: &Session) {
+        let (Some(egress), Some(sandboxes)) = (self.egress(), self.sandboxes()) else {
+            return;
+        };
+        let sockets = match sandboxes.network(&session.id.to_string()).await {
+            Ok(sockets) => sockets,
+            Err(error) => {
+                tracing::warn!(session = %session.id, %error, "cannot take the sandbox's egress listeners: it has no way out");
+                return;
+            }
+        };
+        let listeners = SessionListeners {
+            proxy: Some(std::net::TcpListener::from(sockets.proxy)),
+            http: Some(std::net::TcpListener::from(sockets.http)),
+            https: Some(std::net::TcpListener::from(sockets.https)),
+            dns: Some(std::net::UdpSocket::from(sockets.dns)),
+        };
+        let key = SessionKey {
+            tenant_id: session.tenant_id,
+            session_id: session.id,
+        };
+        if let Err(error) = egress.gateway.attach(key, listeners) {
+            tracing::warn!(session = %session.id, %error, "cannot serve the sandbox's egress listeners");
+        }
+    }
+
+    /// Serves the egress of every active session whose sandbox runs on this node (after
+    /// a restart). Returns how many were attached.
+    pub async fn attach_egress_all(&self) -> usize {
+        let Some(sandboxes) = self.sandboxes() else {
+            return 0;
+        };
+        if self.egress().is_none() {
+            return 0;
+        }
+        let mut attached = 0;
+        for (id, tenant) in sandboxes.owners() {
+            let (Ok(session_id), Ok(tenant_id)) =
+                (id.parse::<SessionId>(), tenant.parse::<TenantId>())
+            else {
+                continue;
+            };
+            if let Ok(Some(session)) = self.inner.store.get_session(tenant_id, session_id).await
+                && session.phase == Phase::Active
+            {
+                self.attach_egress(&session).await;
+                attached += 1;
+            }
+        }
+        attached
     }
 
     /// Removes a closed session's sandbox. A failure is logged; the reconciler retries.

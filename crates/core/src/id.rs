@@ -94,6 +94,15 @@ prefixed_id!(
     SessionId, "ses_", "session"
 );
 
+prefixed_id!(
+    /// A stored secret (its value is only ever held encrypted).
+    SecretId, "sec_", "secret"
+);
+prefixed_id!(
+    /// A credential lease: one secret lent to one session until a deadline.
+    CredentialLeaseId, "lea_", "lease"
+);
+
 /// Position of an event in one session's event log, starting at 1.
 pub type EventSeq = i64;
 

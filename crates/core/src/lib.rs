@@ -2,12 +2,16 @@
 //! lifecycle state machine, roles, the records the store keeps, and the registry of
 //! stable reason codes. This crate performs no I/O and knows nothing of HTTP or SQL.
 
+pub mod egress;
 pub mod id;
 pub mod lifecycle;
 pub mod model;
 pub mod reason;
 
-pub use id::{EventSeq, IdParseError, KeyId, SessionId, TenantId};
+pub use egress::{
+    CredentialLease, EgressDecision, EgressDecisionFilter, EgressPolicyVersion, SecretRecord,
+};
+pub use id::{CredentialLeaseId, EventSeq, IdParseError, KeyId, SecretId, SessionId, TenantId};
 pub use lifecycle::{Phase, SessionAction, TransitionError};
 pub use model::{
     ApiKey, Labels, Lease, NewSession, Role, Session, SessionEvent, SessionFilter, Tenant,

@@ -119,6 +119,53 @@ reason_codes! {
     ExecStartFailed = "EXEC_START_FAILED",
     /// The process was ended by a signal that was not a limit's doing.
     ExecKilledBySignal = "EXEC_KILLED_BY_SIGNAL",
+    /// Egress: the gateway forwarded the request (or, for a rule in report mode, would
+    /// have refused it and forwarded it anyway; the decision records both).
+    EgressAllowed = "EGRESS_ALLOWED",
+    /// Egress: no service class allowed for the session's environment and workload class
+    /// lists the destination host (the default is to deny).
+    EgressDestinationNotAllowed = "EGRESS_DESTINATION_NOT_ALLOWED",
+    /// Egress: the destination host is allowed, but not on this port.
+    EgressPortNotAllowed = "EGRESS_PORT_NOT_ALLOWED",
+    /// Egress: the destination host and port are allowed, but not with this scheme
+    /// (`http` or `https`).
+    EgressSchemeNotAllowed = "EGRESS_SCHEME_NOT_ALLOWED",
+    /// Egress: the destination is allowed, but not with this HTTP method.
+    EgressMethodNotAllowed = "EGRESS_METHOD_NOT_ALLOWED",
+    /// Egress: the destination resolved to (or is written as) a non-public address:
+    /// private, loopback, link-local, shared (CGNAT), multicast, unspecified, reserved,
+    /// documentation, cloud metadata, or an IPv6 form embedding one of those, and no
+    /// policy range allows it.
+    EgressNonPublicAddress = "EGRESS_NON_PUBLIC_ADDRESS",
+    /// Egress: the destination host name does not resolve.
+    EgressDnsFailed = "EGRESS_DNS_FAILED",
+    /// Egress: the server name in the TLS ClientHello is missing or differs from the
+    /// host the tunnel was opened for.
+    EgressSniMismatch = "EGRESS_SNI_MISMATCH",
+    /// Egress: the session is not `active`, so nothing it sends may leave.
+    EgressSessionNotActive = "EGRESS_SESSION_NOT_ACTIVE",
+    /// Egress: the credential lease has expired or was revoked. As a request decision:
+    /// the destination needs a credential and the session's lease for it is no longer
+    /// valid, so the request is refused rather than sent without it.
+    EgressCredentialLeaseExpired = "EGRESS_CREDENTIAL_LEASE_EXPIRED",
+    /// Egress: the request is not well-formed HTTP/1.1 for a proxy: bad request line or
+    /// headers, conflicting `Content-Length`/`Transfer-Encoding` (smuggling), a `Host`
+    /// header that differs from the absolute URI, or a TLS tunnel that does not start
+    /// with a ClientHello.
+    EgressMalformedRequest = "EGRESS_MALFORMED_REQUEST",
+    /// Egress: the upstream could not be reached (refused, reset, timed out) or sent a
+    /// malformed response.
+    EgressUpstreamFailed = "EGRESS_UPSTREAM_FAILED",
+    /// Egress: the upstream's TLS certificate did not verify against the trusted roots.
+    EgressUpstreamTlsFailed = "EGRESS_UPSTREAM_TLS_FAILED",
+    /// The egress policy document is invalid: the message says where.
+    EgressPolicyInvalid = "EGRESS_POLICY_INVALID",
+    /// A secret with this name already exists in the tenant.
+    SecretNameTaken = "SECRET_NAME_TAKEN",
+    /// The credential lease was revoked or has expired: it cannot be renewed.
+    LeaseNotRenewable = "LEASE_NOT_RENEWABLE",
+    /// The requested lease TTL is zero or above the deployment's maximum.
+    LeaseTtlInvalid = "LEASE_TTL_INVALID",
     /// An unexpected server error; details are in the server log under the request id.
     Internal = "INTERNAL",
 }

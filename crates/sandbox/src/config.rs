@@ -129,6 +129,17 @@ pub struct SandboxConfig {
     /// Sandboxes of the default class kept started and unclaimed, so that activating a
     /// session takes one instead of launching (0: none).
     pub spare_sandboxes: usize,
+    /// Egress through the gateway: each sandbox gets the gateway's listeners on its
+    /// loopback (proxy on 3128, ports 80 and 443, DNS on 53), proxy variables in every
+    /// exec's environment, and this CA (PEM) in its trust store. `None`: no way out.
+    pub egress: Option<EgressSetup>,
+}
+
+/// What a sandbox needs to send traffic through the egress gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressSetup {
+    /// The gateway CA's certificate, trusted inside the sandbox.
+    pub ca_pem: String,
 }
 
 impl SandboxConfig {
@@ -145,6 +156,7 @@ impl SandboxConfig {
             system_root: PathBuf::from("/"),
             classes: BTreeMap::new(),
             spare_sandboxes: 2,
+            egress: None,
         }
     }
 

@@ -111,11 +111,14 @@ struct Init {
     processes: HashMap<i32, Process>,
     exited: VecDeque<i32>,
     next_log: u64,
+    /// The egress listeners, kept for the life of the sandbox so a restarted server can
+    /// take them again.
+    network: Vec<OwnedFd>,
 }
 
 /// Serves the control socket until the sandbox is killed. Returns an exit code only if
 /// it cannot start.
-pub(crate) fn serve(listener: OwnedFd) -> i32 {
+pub(crate) fn serve(listener: OwnedFd, network: Vec<OwnedFd>) -> i32 {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     if sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).is_err() {
@@ -132,6 +135,7 @@ pub(crate) fn serve(listener: OwnedFd) -> i32 {
         processes: HashMap::new(),
         exited: VecDeque::new(),
         next_log: 0,
+        network,
     };
     let mut buffer = vec![0u8; protocol::MAX_PACKET];
     loop {
@@ -187,6 +191,13 @@ impl Init {
     fn serve_conn(&mut self, id: u64, buffer: &mut [u8]) {
         let Some(fd) = self.conn_fd(id) else { return };
         match protocol::receive::<Request>(fd, buffer) {
+            Ok((Request::Network, _)) => {
+                let fds: Vec<RawFd> = self.network.iter().map(AsRawFd::as_raw_fd).collect();
+                let reply = Reply::Network { count: fds.len() };
+                if protocol::send(fd, &reply, &fds).is_err() {
+                    self.close_conn(id);
+                }
+            }
             Ok((request, fds)) => {
                 let reply = self.handle(request, fds, id);
                 if protocol::send(fd, &reply, &[]).is_err() {
@@ -239,6 +250,9 @@ impl Init {
                     _ => Reply::Ok,
                 }
             }
+            Request::Network => Reply::Error {
+                message: "answered by serve_conn".to_owned(),
+            },
             Request::List => {
                 let mut processes: Vec<ProcessRecord> =
                     self.processes.values().map(|p| p.record.clone()).collect();

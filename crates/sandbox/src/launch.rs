@@ -50,6 +50,9 @@ pub struct LaunchSpec {
     pub disk_bytes: u64,
     pub tmp_bytes: u64,
     pub open_files: u64,
+    /// With egress: the gateway CA (PEM) to trust, and the listeners to make.
+    #[serde(default)]
+    pub egress_ca_pem: Option<String>,
 }
 
 /// What the launcher prints on its stdout, one JSON line.
@@ -230,22 +233,30 @@ fn child(spec: &LaunchSpec, listener: OwnedFd, go: OwnedFd, report: OwnedFd) -> 
         return 1;
     }
     drop(go);
-    let confined = setup(spec).and_then(|setup| crate::init::confine_self(&setup));
-    if let Err(error) = confined {
-        let _ = nix::unistd::write(&report, error.as_bytes());
-        return 1;
-    }
+    let confined = setup(spec).and_then(|setup| {
+        crate::init::confine_self(&setup)?;
+        Ok(setup.network)
+    });
+    let setup_network = match confined {
+        Ok(network) => network,
+        Err(error) => {
+            let _ = nix::unistd::write(&report, error.as_bytes());
+            return 1;
+        }
+    };
     if nix::unistd::write(&report, b"ok").is_err() {
         return 1;
     }
     drop(report);
-    crate::init::serve(listener)
+    crate::init::serve(listener, setup_network)
 }
 
 /// What setup hands to the init loop.
 #[derive(Debug)]
 pub(crate) struct Setup {
     pub open_files: u64,
+    /// The egress listeners, in the order of `protocol::NETWORK_LISTENERS`.
+    pub network: Vec<OwnedFd>,
 }
 
 fn setup(spec: &LaunchSpec) -> Result<Setup, String> {
@@ -279,6 +290,9 @@ fn setup(spec: &LaunchSpec) -> Result<Setup, String> {
     }
     mark("system binds");
     write_etc(&root.join("etc"))?;
+    if let Some(ca) = &spec.egress_ca_pem {
+        trust_egress_ca(&spec.system_root, root, ca)?;
+    }
     build_dev(&root.join("dev"))?;
     mark("etc and dev");
     mkdir(&root.join("proc"))?;
@@ -325,11 +339,19 @@ fn setup(spec: &LaunchSpec) -> Result<Setup, String> {
     mark("pivot");
     loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
     mark("lo up");
+    // Made while this process still holds its capabilities (ports below 1024), before
+    // any sandbox code runs, so no sandbox process can take these ports first.
+    let network = if spec.egress_ca_pem.is_some() {
+        egress_listeners()?
+    } else {
+        Vec::new()
+    };
     quiet_stdio()?;
     // Nobody in the sandbox may read this process's memory or files under /proc/1.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl dumpable: {e}"))?;
     Ok(Setup {
         open_files: spec.open_files,
+        network,
     })
 }
 
@@ -489,6 +511,68 @@ fn quiet_stdio() -> Result<(), String> {
     nix::unistd::dup2_stdout(null.as_fd()).map_err(|e| format!("dup2 stdout: {e}"))?;
     nix::unistd::dup2_stderr(null.as_fd()).map_err(|e| format!("dup2 stderr: {e}"))?;
     Ok(())
+}
+
+/// Where the gateway CA and the bundle with it are, inside the sandbox.
+pub const EGRESS_CA_FILE: &str = "/etc/cordon/egress-ca.pem";
+pub const CA_BUNDLE_FILE: &str = "/etc/cordon/ca-certificates.crt";
+const SYSTEM_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+
+/// Writes the gateway CA and a bundle of the system's roots plus it under /etc/cordon,
+/// and binds the bundle over the system bundle, so tools that read only the system
+/// store trust the gateway too.
+fn trust_egress_ca(system_root: &Path, root: &Path, ca: &str) -> Result<(), String> {
+    let dir = root.join("etc/cordon");
+    mkdir(&dir)?;
+    let mut bundle = fs::read_to_string(system_root.join(SYSTEM_BUNDLE)).unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(ca);
+    fs::write(dir.join("egress-ca.pem"), ca).map_err(|e| format!("write the egress CA: {e}"))?;
+    let bundle_path = dir.join("ca-certificates.crt");
+    fs::write(&bundle_path, bundle).map_err(|e| format!("write the CA bundle: {e}"))?;
+    let system = root.join(SYSTEM_BUNDLE);
+    if system.exists() {
+        mount(
+            Some(&bundle_path),
+            &system,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind the CA bundle over the system bundle: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The egress listeners on 127.0.0.1: TCP 3128, 80, 443 and UDP 53.
+fn egress_listeners() -> Result<Vec<OwnedFd>, String> {
+    use nix::sys::socket::{SockaddrIn, setsockopt, sockopt};
+    let mut fds = Vec::new();
+    for (kind, port) in crate::protocol::NETWORK_LISTENERS {
+        let udp = kind == "dns";
+        let fd = socket(
+            AddressFamily::Inet,
+            if udp {
+                SockType::Datagram
+            } else {
+                SockType::Stream
+            },
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| format!("egress {kind} socket: {e}"))?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+        let addr = SockaddrIn::new(127, 0, 0, 1, port);
+        bind(fd.as_raw_fd(), &addr).map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
+        if !udp {
+            listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))
+                .map_err(|e| format!("listen 127.0.0.1:{port}: {e}"))?;
+        }
+        fds.push(fd);
+    }
+    Ok(fds)
 }
 
 /// Sets IFF_UP on `lo`, the only interface of the sandbox's network namespace.

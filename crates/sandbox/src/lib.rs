@@ -22,11 +22,11 @@ pub mod manager;
 pub mod protocol;
 pub mod uid;
 
-pub use config::{ClassesFile, SandboxConfig, WorkloadLimits};
+pub use config::{ClassesFile, EgressSetup, SandboxConfig, WorkloadLimits};
 pub use files::{FileEntry, FileKind};
 pub use init::SECCOMP_POLICY;
 pub use manager::{
-    ExecEvent, ExecOutcome, ExecRequest, ExecResult, Recovery, SandboxError, SandboxInfo,
-    SandboxManager, SandboxState, Workspace,
+    ExecEvent, ExecOutcome, ExecRequest, ExecResult, NetworkSockets, Recovery, SandboxError,
+    SandboxInfo, SandboxManager, SandboxState, Workspace,
 };
 pub use protocol::{ExitStatus, ProcessRecord};

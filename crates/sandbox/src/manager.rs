@@ -432,6 +432,7 @@ impl SandboxManager {
             disk_bytes: limits.disk_bytes(),
             tmp_bytes: limits.tmp_bytes(),
             open_files: limits.open_files,
+            egress_ca_pem: config.egress.as_ref().map(|e| e.ca_pem.clone()),
         };
         let spec = serde_json::to_vec(&spec).map_err(std::io::Error::other)?;
         if let Some(mut stdin) = child.stdin.take() {
@@ -782,7 +783,7 @@ impl SandboxManager {
         let timeout = resolve_timeout(request.timeout, &limits)?;
         let spec = ExecSpec {
             argv: request.argv.clone(),
-            env: environment(&request.env)?,
+            env: environment(&request.env, self.inner.config.egress.is_some())?,
             cwd: resolve_cwd(request.cwd.as_deref())?,
             background: false,
         };
@@ -895,7 +896,7 @@ impl SandboxManager {
         let sandbox = self.running_sandbox(id).await?;
         let spec = ExecSpec {
             argv: request.argv.clone(),
-            env: environment(&request.env)?,
+            env: environment(&request.env, self.inner.config.egress.is_some())?,
             cwd: resolve_cwd(request.cwd.as_deref())?,
             background: true,
         };
@@ -970,6 +971,43 @@ impl SandboxManager {
         SandboxError::Lost(why)
     }
 
+    /// The sandbox's egress listeners (made on its loopback by its init), for the
+    /// gateway to serve. Asked again after a restart: init keeps them.
+    pub async fn network(&self, id: &str) -> Result<NetworkSockets> {
+        let sandbox = self.get(id)?;
+        if sandbox.state() == SandboxState::Lost {
+            return Err(SandboxError::Lost("its init process died".to_owned()));
+        }
+        let result = async {
+            let mut channel = Channel::connect(&sandbox.socket()).await?;
+            channel.send(&Request::Network, &[]).await?;
+            channel.receive_with_fds().await
+        }
+        .await;
+        let (reply, fds) = result.map_err(|e| self.lost_error(&sandbox, e))?;
+        match reply {
+            Reply::Network { count } if count == fds.len() && count == 4 => {
+                let mut fds = fds.into_iter();
+                let mut next = || {
+                    fds.next()
+                        .ok_or_else(|| SandboxError::Io(std::io::Error::other("missing listener")))
+                };
+                Ok(NetworkSockets {
+                    proxy: next()?,
+                    http: next()?,
+                    https: next()?,
+                    dns: next()?,
+                })
+            }
+            Reply::Network { .. } => Err(SandboxError::Invalid(
+                "the sandbox was started without egress".to_owned(),
+            )),
+            other => Err(SandboxError::Io(std::io::Error::other(format!(
+                "unexpected reply to network: {other:?}"
+            )))),
+        }
+    }
+
     /// The host path of the sandbox's /workspace, for file operations.
     pub fn workspace(&self, id: &str) -> Result<Workspace> {
         let sandbox = self.get(id)?;
@@ -981,6 +1019,16 @@ impl SandboxManager {
             }),
         }
     }
+}
+
+/// A sandbox's egress listeners, inside its network namespace: TCP 127.0.0.1:3128 (the
+/// forward proxy), :80, :443 and UDP :53.
+#[derive(Debug)]
+pub struct NetworkSockets {
+    pub proxy: OwnedFd,
+    pub http: OwnedFd,
+    pub https: OwnedFd,
+    pub dns: OwnedFd,
 }
 
 /// Where a sandbox's files are, seen from the host, and who must own new ones.
@@ -1231,8 +1279,31 @@ fn resolve_cwd(cwd: Option<&str>) -> Result<String> {
     })
 }
 
+/// Where tools find the egress gateway: the usual proxy variables (both cases), npm's,
+/// pip's and git's, and the CA bundle variables of curl, OpenSSL, Python and Node.
+const EGRESS_ENV: &[(&str, &str)] = &[
+    ("HTTP_PROXY", "http://127.0.0.1:3128"),
+    ("HTTPS_PROXY", "http://127.0.0.1:3128"),
+    ("ALL_PROXY", "http://127.0.0.1:3128"),
+    ("http_proxy", "http://127.0.0.1:3128"),
+    ("https_proxy", "http://127.0.0.1:3128"),
+    ("all_proxy", "http://127.0.0.1:3128"),
+    ("NO_PROXY", ""),
+    ("no_proxy", ""),
+    ("npm_config_proxy", "http://127.0.0.1:3128"),
+    ("npm_config_https_proxy", "http://127.0.0.1:3128"),
+    ("PIP_PROXY", "http://127.0.0.1:3128"),
+    ("GIT_HTTP_PROXY", "http://127.0.0.1:3128"),
+    ("SSL_CERT_FILE", crate::launch::CA_BUNDLE_FILE),
+    ("REQUESTS_CA_BUNDLE", crate::launch::CA_BUNDLE_FILE),
+    ("CURL_CA_BUNDLE", crate::launch::CA_BUNDLE_FILE),
+    ("GIT_SSL_CAINFO", crate::launch::CA_BUNDLE_FILE),
+    ("PIP_CERT", crate::launch::CA_BUNDLE_FILE),
+    ("NODE_EXTRA_CA_CERTS", crate::launch::EGRESS_CA_FILE),
+];
+
 /// The default environment with the caller's values on top.
-fn environment(extra: &[(String, String)]) -> Result<Vec<(String, String)>> {
+fn environment(extra: &[(String, String)], egress: bool) -> Result<Vec<(String, String)>> {
     let uid = SANDBOX_UID.to_string();
     let mut env: Vec<(String, String)> = [
         ("PATH", crate::init::DEFAULT_PATH),
@@ -1248,6 +1319,13 @@ fn environment(extra: &[(String, String)]) -> Result<Vec<(String, String)>> {
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
+    if egress {
+        env.extend(
+            EGRESS_ENV
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+    }
     for (key, value) in extra {
         if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
             return Err(SandboxError::Invalid(format!(
@@ -1384,6 +1462,10 @@ impl Channel {
     }
 
     async fn receive(&mut self) -> Result<Reply, ProtocolError> {
+        self.receive_with_fds().await.map(|(reply, _)| reply)
+    }
+
+    async fn receive_with_fds(&mut self) -> Result<(Reply, Vec<OwnedFd>), ProtocolError> {
         loop {
             let mut guard = self
                 .fd
@@ -1392,7 +1474,7 @@ impl Channel {
                 .map_err(|e| ProtocolError::Io(io_errno(&e)))?;
             match protocol::receive::<Reply>(guard.get_inner().as_raw_fd(), &mut self.buffer) {
                 Err(ProtocolError::Io(nix::Error::EAGAIN)) => guard.clear_ready(),
-                Ok((reply, _fds)) => return Ok(reply),
+                Ok((reply, fds)) => return Ok((reply, fds)),
                 Err(other) => return Err(other),
             }
         }

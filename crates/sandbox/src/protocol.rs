@@ -29,7 +29,14 @@ pub enum Request {
     Signal { pid: i32, signal: i32 },
     /// The processes init started and has not forgotten.
     List,
+    /// The egress listeners init made on the sandbox's loopback; the reply carries them
+    /// as fds in the order of [`NETWORK_LISTENERS`].
+    Network,
 }
+
+/// The listeners a sandbox with egress gets, in the order init sends them: (kind, port).
+pub const NETWORK_LISTENERS: [(&str, u16); 4] =
+    [("proxy", 3128), ("http", 80), ("https", 443), ("dns", 53)];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExecSpec {
@@ -65,6 +72,10 @@ pub enum Reply {
     },
     Processes {
         processes: Vec<ProcessRecord>,
+    },
+    /// The egress listeners follow as fds (none if the sandbox has no egress).
+    Network {
+        count: usize,
     },
     Ok,
     Error {

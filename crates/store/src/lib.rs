@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cordon_core::{
-    ApiKey, EventSeq, KeyId, Lease, NewSession, Phase, ReasonCode, Session, SessionEvent,
-    SessionFilter, SessionId, Tenant, TenantId, Timestamp,
+    ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
+    EgressPolicyVersion, EventSeq, KeyId, Lease, NewSession, Phase, ReasonCode, SecretId,
+    SecretRecord, Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
 };
 
 pub mod migrations;
@@ -23,6 +24,11 @@ pub enum StoreError {
     NotFound,
     #[error("a tenant named `{0}` already exists")]
     TenantNameTaken(String),
+    #[error("a secret named `{0}` already exists")]
+    SecretNameTaken(String),
+    /// The lease is revoked or expired, so it cannot be renewed.
+    #[error("the lease is revoked or expired")]
+    LeaseNotLive,
     /// The write's fencing token is older than the lease's current token.
     #[error("fencing token {presented} is stale: the session's lease is at token {current}")]
     LeaseFenced { presented: i64, current: i64 },
@@ -42,6 +48,8 @@ impl StoreError {
         match self {
             StoreError::NotFound => ReasonCode::NotFound,
             StoreError::TenantNameTaken(_) => ReasonCode::TenantNameTaken,
+            StoreError::SecretNameTaken(_) => ReasonCode::SecretNameTaken,
+            StoreError::LeaseNotLive => ReasonCode::LeaseNotRenewable,
             StoreError::LeaseFenced { .. } => ReasonCode::SessionLeaseFenced,
             StoreError::PhaseChanged { .. } => ReasonCode::SessionConflict,
             StoreError::Unavailable(_) => ReasonCode::StoreUnavailable,
@@ -205,6 +213,81 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes at most `limit` idempotency records claimed before `created_before`,
     /// finished or not, and returns how many it deleted.
     async fn purge_idempotency(&self, created_before: Timestamp, limit: u32) -> Result<u64>;
+
+    // ----- Egress: policy versions, secrets, credential leases, decisions. -----
+
+    /// Stores a new version of the tenant's egress policy, numbered one past the latest
+    /// (1 for the first); `policy.version` is ignored. Returns the stored version.
+    async fn put_egress_policy(&self, policy: &EgressPolicyVersion) -> Result<EgressPolicyVersion>;
+    /// The tenant's latest egress policy version, if it ever stored one.
+    async fn get_egress_policy(&self, tenant_id: TenantId) -> Result<Option<EgressPolicyVersion>>;
+    /// The latest egress policy version of every tenant that has one.
+    async fn list_egress_policies(&self) -> Result<Vec<EgressPolicyVersion>>;
+
+    /// Stores a secret. `SecretNameTaken` if a live secret of the tenant has its name.
+    async fn create_secret(&self, secret: &SecretRecord) -> Result<()>;
+    /// A secret by id, deleted or not.
+    async fn get_secret(&self, tenant_id: TenantId, id: SecretId) -> Result<Option<SecretRecord>>;
+    /// The tenant's secrets that are not deleted, in id order.
+    async fn list_secrets(&self, tenant_id: TenantId) -> Result<Vec<SecretRecord>>;
+    /// Marks a secret deleted, drops its sealed value and revokes its live leases
+    /// (reason `secret deleted`), atomically. `NotFound` if it is not a live secret of
+    /// the tenant.
+    async fn delete_secret(&self, tenant_id: TenantId, id: SecretId, at: Timestamp) -> Result<()>;
+
+    async fn create_credential_lease(&self, lease: &CredentialLease) -> Result<()>;
+    async fn get_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+    ) -> Result<Option<CredentialLease>>;
+    /// A session's leases, live or not, in id order.
+    async fn list_credential_leases(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+    ) -> Result<Vec<CredentialLease>>;
+    /// Moves a live lease's expiry to `expires_at` (the caller caps it). `LeaseNotLive`
+    /// if it is revoked or expired at `now`; `NotFound` if it is not the tenant's.
+    async fn renew_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<CredentialLease>;
+    /// Revokes a lease; revoking a revoked lease keeps the first revocation.
+    async fn revoke_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<CredentialLease>;
+    /// Revokes every lease of the session that is not revoked yet; returns how many.
+    async fn revoke_session_credential_leases(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<u64>;
+
+    /// Appends decisions (their `seq` is assigned here, increasing in slice order) in one
+    /// durable write.
+    async fn append_egress_decisions(&self, decisions: &[EgressDecision]) -> Result<()>;
+    /// The tenant's decisions matching `filter`, in `seq` order, at most `limit`.
+    async fn list_egress_decisions(
+        &self,
+        tenant_id: TenantId,
+        filter: &EgressDecisionFilter,
+        limit: u32,
+    ) -> Result<Vec<EgressDecision>>;
+
+    /// A deployment-wide value by name (for example the egress CA, sealed). Stores
+    /// `value` if the name has none yet and returns what is stored: the first writer
+    /// wins, even between nodes racing at first start.
+    async fn deployment_value_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
 }
 
 /// Maps a duration to whole microseconds, saturating.

@@ -18,6 +18,7 @@ use tempfile::TempDir;
 
 mod bootstrap;
 mod durability;
+mod egress;
 mod exit_codes;
 mod idempotency;
 mod lifecycle;
@@ -50,6 +51,11 @@ const CORDON_VARS: &[&str] = &[
     "CORDON_SANDBOX_UID_DIR",
     "CORDON_SANDBOX_CGROUP",
     "CORDON_SANDBOX_SPARES",
+    "CORDON_EGRESS",
+    "CORDON_EGRESS_POLICY",
+    "CORDON_EGRESS_UPSTREAM_CA",
+    "CORDON_LEASE_MAX_TTL",
+    "CORDON_MASTER_KEY",
     "RUST_LOG",
 ];
 

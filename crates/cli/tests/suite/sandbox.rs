@@ -17,8 +17,8 @@ const CLASSES: &str = r#"{"classes": {
     "tight": {"memory_mib": 64, "pids": 32, "disk_mib": 8, "tmp_mib": 8, "exec_timeout_ms": 20000}
 }}"#;
 
-struct Sandboxed {
-    server: Server,
+pub(super) struct Sandboxed {
+    pub(super) server: Server,
     http: reqwest::Client,
     _classes: tempfile::TempDir,
 }
@@ -32,10 +32,17 @@ fn start_on(place: Place) -> Sandboxed {
 }
 
 fn start_with_env(place: Place, env: &[(&str, &str)]) -> Sandboxed {
+    start_with_args(place, &[], env)
+}
+
+/// Starts a server with the test workload classes and `args` on top.
+pub(super) fn start_with_args(place: Place, args: &[&str], env: &[(&str, &str)]) -> Sandboxed {
     let classes = tempfile::tempdir().unwrap();
     let file = classes.path().join("classes.json");
     std::fs::write(&file, CLASSES).unwrap();
-    let server = Server::start_with(place, &["--sandbox-classes", file.to_str().unwrap()], env);
+    let mut all = vec!["--sandbox-classes", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let server = Server::start_with(place, &all, env);
     Sandboxed {
         server,
         http: reqwest::Client::new(),
@@ -44,11 +51,11 @@ fn start_with_env(place: Place, env: &[(&str, &str)]) -> Sandboxed {
 }
 
 impl Sandboxed {
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.url)
     }
 
-    fn request(
+    pub(super) fn request(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -79,7 +86,12 @@ impl Sandboxed {
         })
     }
 
-    fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(super) fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let (status, bytes) = self.request(method, path, &[], None, body);
         let value = if bytes.is_empty() {
             Value::Null
@@ -91,18 +103,18 @@ impl Sandboxed {
     }
 
     /// A new active session of `class`; its sandbox is running.
-    fn active_session(&self, class: &str) -> String {
+    pub(super) fn active_session(&self, class: &str) -> String {
         let id = self.server.create_session(class, "dev");
         self.server.cli(&["session", "activate", &id]).success();
         id
     }
 
     /// Runs `sh -c script` and returns the exec result.
-    fn sh(&self, id: &str, script: &str) -> Value {
+    pub(super) fn sh(&self, id: &str, script: &str) -> Value {
         self.exec(id, json!({"argv": ["sh", "-c", script]}))
     }
 
-    fn exec(&self, id: &str, body: Value) -> Value {
+    pub(super) fn exec(&self, id: &str, body: Value) -> Value {
         let (status, value) = self.json(
             reqwest::Method::POST,
             &format!("/v1/sessions/{id}/exec"),
@@ -114,7 +126,7 @@ impl Sandboxed {
 
     /// Runs a script that must succeed; returns its stdout.
     #[track_caller]
-    fn ok(&self, id: &str, script: &str) -> String {
+    pub(super) fn ok(&self, id: &str, script: &str) -> String {
         let result = self.sh(id, script);
         assert_eq!(result["exit_code"], 0, "`{script}` failed: {result}");
         result["stdout"].as_str().unwrap().to_owned()
@@ -122,7 +134,7 @@ impl Sandboxed {
 
     /// Runs a script that must fail; returns its stderr.
     #[track_caller]
-    fn fails(&self, id: &str, script: &str) -> String {
+    pub(super) fn fails(&self, id: &str, script: &str) -> String {
         let result = self.sh(id, script);
         assert_ne!(
             result["exit_code"], 0,
@@ -146,7 +158,7 @@ impl Sandboxed {
     }
 
     /// The host uid of a session's sandbox (from its state directory).
-    fn host_uid(&self, id: &str) -> u32 {
+    pub(super) fn host_uid(&self, id: &str) -> u32 {
         let record = self
             .server
             .place()
@@ -172,7 +184,7 @@ impl Sandboxed {
 
     /// Asserts nothing of the session's sandbox is left on the host.
     #[track_caller]
-    fn assert_gone(&self, id: &str, uid: u32) {
+    pub(super) fn assert_gone(&self, id: &str, uid: u32) {
         let parent = self.cgroup_parent();
         let root = cordon_sandbox::cgroup::CgroupRoot::detect(&parent).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
