@@ -4,7 +4,8 @@
 //! assembled with `concat!` into the `&'static str` sqlx accepts without an audit wrapper.
 
 use cordon_core::{
-    ApiKey, Labels, Lease, Phase, Role, Session, SessionEvent, SessionId, Tenant, Timestamp,
+    ApiKey, CredentialLease, EgressDecision, EgressPolicyVersion, Labels, Lease, Phase, ReasonCode,
+    Role, SecretRecord, Session, SessionEvent, SessionId, Tenant, Timestamp,
 };
 use cordon_store::{Result, StoreError};
 use sqlx::postgres::PgRow;
@@ -142,5 +143,129 @@ pub(crate) fn lease(session_id: SessionId, row: &PgRow) -> Result<Lease> {
         holder: get(row, 0)?,
         token: get(row, 1)?,
         expires_at: get_timestamp(row, 2)?,
+    })
+}
+
+fn get_optional_timestamp(row: &PgRow, index: usize) -> Result<Option<Timestamp>> {
+    get::<Option<i64>>(row, index).map(|micros| micros.map(Timestamp::from_unix_micros))
+}
+
+/// A port or an HTTP status, stored as `INTEGER`.
+fn u16_column(what: &str, value: i32) -> Result<u16> {
+    u16::try_from(value).map_err(|error| corrupt(what, error))
+}
+
+/// A non-negative count stored as `BIGINT`.
+fn u64_column(what: &str, value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|error| corrupt(what, error))
+}
+
+macro_rules! policy_columns {
+    () => {
+        "tenant_id, version, document, digest, created_by, created_at"
+    };
+}
+pub(crate) use policy_columns;
+
+pub(crate) fn policy(row: &PgRow) -> Result<EgressPolicyVersion> {
+    Ok(EgressPolicyVersion {
+        tenant_id: get_parsed(row, 0, "tenant id")?,
+        version: get(row, 1)?,
+        document: get(row, 2)?,
+        digest: get(row, 3)?,
+        created_by: get(row, 4)?,
+        created_at: get_timestamp(row, 5)?,
+    })
+}
+
+macro_rules! secret_columns {
+    () => {
+        "id, tenant_id, name, service_class, header_name, header_format, sealed_value, \
+         created_by, created_at, deleted_at"
+    };
+}
+pub(crate) use secret_columns;
+
+pub(crate) fn secret(row: &PgRow) -> Result<SecretRecord> {
+    Ok(SecretRecord {
+        id: get_parsed(row, 0, "secret id")?,
+        tenant_id: get_parsed(row, 1, "tenant id")?,
+        name: get(row, 2)?,
+        service_class: get(row, 3)?,
+        header_name: get(row, 4)?,
+        header_format: get(row, 5)?,
+        sealed_value: get(row, 6)?,
+        created_by: get(row, 7)?,
+        created_at: get_timestamp(row, 8)?,
+        deleted_at: get_optional_timestamp(row, 9)?,
+    })
+}
+
+macro_rules! credential_lease_columns {
+    () => {
+        "id, tenant_id, session_id, secret_id, issued_by, issued_at, expires_at, \
+         max_expires_at, revoked_at, revoke_reason"
+    };
+}
+pub(crate) use credential_lease_columns;
+
+pub(crate) fn credential_lease(row: &PgRow) -> Result<CredentialLease> {
+    Ok(CredentialLease {
+        id: get_parsed(row, 0, "lease id")?,
+        tenant_id: get_parsed(row, 1, "tenant id")?,
+        session_id: get_parsed(row, 2, "session id")?,
+        secret_id: get_parsed(row, 3, "secret id")?,
+        issued_by: get(row, 4)?,
+        issued_at: get_timestamp(row, 5)?,
+        expires_at: get_timestamp(row, 6)?,
+        max_expires_at: get_timestamp(row, 7)?,
+        revoked_at: get_optional_timestamp(row, 8)?,
+        revoke_reason: get(row, 9)?,
+    })
+}
+
+/// Every column but `seq`, in the order `decision` reads them after it.
+macro_rules! decision_insert_columns {
+    () => {
+        "tenant_id, session_id, at, kind, host, port, address, method, path, reason, mode, \
+         service_class, rule, policy_version, credential, status, bytes_sent, bytes_received, \
+         duration_micros"
+    };
+}
+pub(crate) use decision_insert_columns;
+
+macro_rules! decision_columns {
+    () => {
+        concat!("seq, ", crate::rows::decision_insert_columns!())
+    };
+}
+pub(crate) use decision_columns;
+
+pub(crate) fn decision(row: &PgRow) -> Result<EgressDecision> {
+    let reason: String = get(row, 10)?;
+    Ok(EgressDecision {
+        seq: get(row, 0)?,
+        tenant_id: get_parsed(row, 1, "tenant id")?,
+        session_id: get_parsed(row, 2, "session id")?,
+        at: get_timestamp(row, 3)?,
+        kind: get(row, 4)?,
+        host: get(row, 5)?,
+        port: u16_column("port", get(row, 6)?)?,
+        address: get(row, 7)?,
+        method: get(row, 8)?,
+        path: get(row, 9)?,
+        reason: ReasonCode::from_code(&reason)
+            .ok_or_else(|| corrupt("reason code", format!("unknown code `{reason}`")))?,
+        mode: get(row, 11)?,
+        service_class: get(row, 12)?,
+        rule: get(row, 13)?,
+        policy_version: get(row, 14)?,
+        credential: get(row, 15)?,
+        status: get::<Option<i32>>(row, 16)?
+            .map(|status| u16_column("status", status))
+            .transpose()?,
+        bytes_sent: u64_column("bytes sent", get(row, 17)?)?,
+        bytes_received: u64_column("bytes received", get(row, 18)?)?,
+        duration_micros: get(row, 19)?,
     })
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cordon_core::{
-    ApiKey, EventSeq, KeyId, Lease, NewSession, Phase, Session, SessionEvent, SessionFilter,
-    SessionId, Tenant, TenantId, Timestamp,
+    ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
+    EgressPolicyVersion, EventSeq, KeyId, Lease, NewSession, Phase, SecretId, SecretRecord,
+    Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
 };
 use cordon_store::migrations::{self, Migration};
 use cordon_store::{
@@ -18,7 +19,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 
 use crate::rows::{
-    self, event_columns, key_columns, lease_columns, session_columns, tenant_columns,
+    self, credential_lease_columns, decision_columns, decision_insert_columns, event_columns,
+    key_columns, lease_columns, policy_columns, secret_columns, session_columns, tenant_columns,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -31,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "idempotency_expiry",
         sql: include_str!("../migrations/0002_idempotency_expiry.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "egress",
+        sql: include_str!("../migrations/0003_egress.sql"),
     },
 ];
 
@@ -45,6 +52,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often `idempotency_begin` retries when the row it collided with vanished (was
 /// abandoned) before it could be read. Each retry means another request won a race.
 const IDEMPOTENCY_ATTEMPTS: usize = 8;
+
+/// Most decisions one `INSERT` carries: 19 parameters each, well under the protocol's
+/// limit of 65535 parameters per statement.
+const DECISIONS_PER_INSERT: usize = 1000;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -301,6 +312,47 @@ async fn insert_event(executor: impl PgExecutor<'_>, event: &SessionEvent) -> Re
     .await
     .map(drop)
     .map_err(sql)
+}
+
+/// The advisory lock key under which decisions of `tenant` are appended. Holding it from
+/// before the sequence hands out `seq` until commit makes a tenant's decisions become
+/// visible in `seq` order, so that a reader paging with `after` never skips one that
+/// commits late. FNV-1a; a collision between tenants only serialises them.
+fn decision_lock_key(tenant: TenantId) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"cordon egress_decisions "
+        .iter()
+        .chain(tenant.to_string().as_bytes())
+    {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// A count or size kept in a `BIGINT`, saturating (no real value comes close).
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+async fn select_credential_lease(
+    executor: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: CredentialLeaseId,
+) -> Result<Option<CredentialLease>> {
+    sqlx::query(concat!(
+        "SELECT ",
+        credential_lease_columns!(),
+        " FROM credential_leases WHERE id = $1 AND tenant_id = $2"
+    ))
+    .bind(id.to_string())
+    .bind(tenant_id.to_string())
+    .fetch_optional(executor)
+    .await
+    .map_err(sql)?
+    .as_ref()
+    .map(rows::credential_lease)
+    .transpose()
 }
 
 async fn select_session(
@@ -850,6 +902,421 @@ impl Store for PostgresStore {
         .await
         .map(drop)
         .map_err(sql)
+    }
+
+    async fn put_egress_policy(&self, policy: &EgressPolicyVersion) -> Result<EgressPolicyVersion> {
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Concurrent puts for one tenant queue on its row; the lock does not conflict with
+        // the key-share locks that inserts referencing the tenant take.
+        let tenant = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(policy.tenant_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql)?;
+        if tenant.is_none() {
+            tx.rollback().await.map_err(sql)?;
+            return Err(StoreError::NotFound);
+        }
+        let row = sqlx::query(concat!(
+            "INSERT INTO egress_policies (",
+            policy_columns!(),
+            ") SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5
+               FROM egress_policies WHERE tenant_id = $1
+             RETURNING ",
+            policy_columns!()
+        ))
+        .bind(policy.tenant_id.to_string())
+        .bind(&policy.document)
+        .bind(&policy.digest)
+        .bind(&policy.created_by)
+        .bind(policy.created_at.unix_micros())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sql_or_not_found)?;
+        let stored = rows::policy(&row)?;
+        tx.commit().await.map_err(sql)?;
+        Ok(stored)
+    }
+
+    async fn get_egress_policy(&self, tenant_id: TenantId) -> Result<Option<EgressPolicyVersion>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            policy_columns!(),
+            " FROM egress_policies WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::policy)
+        .transpose()
+    }
+
+    async fn list_egress_policies(&self) -> Result<Vec<EgressPolicyVersion>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            policy_columns!(),
+            " FROM egress_policies p
+             WHERE version = (SELECT MAX(version) FROM egress_policies
+                              WHERE tenant_id = p.tenant_id)
+             ORDER BY tenant_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::policy)
+        .collect()
+    }
+
+    async fn create_secret(&self, secret: &SecretRecord) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO secrets (",
+            secret_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(secret.id.to_string())
+        .bind(secret.tenant_id.to_string())
+        .bind(&secret.name)
+        .bind(&secret.service_class)
+        .bind(&secret.header_name)
+        .bind(&secret.header_format)
+        .bind(secret.sealed_value.as_slice())
+        .bind(&secret.created_by)
+        .bind(secret.created_at.unix_micros())
+        .bind(secret.deleted_at.map(Timestamp::unix_micros))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(|error| {
+            // Ids are fresh UUIDv7s: a uniqueness conflict is the live name.
+            if violates(&error, ErrorKind::UniqueViolation) {
+                StoreError::SecretNameTaken(secret.name.clone())
+            } else {
+                sql_or_not_found(error)
+            }
+        })
+    }
+
+    async fn get_secret(&self, tenant_id: TenantId, id: SecretId) -> Result<Option<SecretRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            secret_columns!(),
+            " FROM secrets WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::secret)
+        .transpose()
+    }
+
+    async fn list_secrets(&self, tenant_id: TenantId) -> Result<Vec<SecretRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            secret_columns!(),
+            " FROM secrets WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id"
+        ))
+        .bind(tenant_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::secret)
+        .collect()
+    }
+
+    async fn delete_secret(&self, tenant_id: TenantId, id: SecretId, at: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Waits for leases being created for the secret (they share-lock its row), so the
+        // revocation below sees them.
+        let deleted = sqlx::query(
+            "UPDATE secrets SET deleted_at = $1, sealed_value = ''::bytea
+             WHERE id = $2 AND tenant_id = $3 AND deleted_at IS NULL",
+        )
+        .bind(at.unix_micros())
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql)?
+        .rows_affected();
+        if deleted == 0 {
+            tx.rollback().await.map_err(sql)?;
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "UPDATE credential_leases SET revoked_at = $1, revoke_reason = 'secret deleted'
+             WHERE secret_id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at.unix_micros())
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql)?;
+        tx.commit().await.map_err(sql)
+    }
+
+    async fn create_credential_lease(&self, lease: &CredentialLease) -> Result<()> {
+        // Only for a session and a live secret of the lease's own tenant. The share lock
+        // on the secret holds off a concurrent `delete_secret` until this lease is
+        // committed (and then revoked by it), or makes this insert see the deletion.
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO credential_leases (",
+            credential_lease_columns!(),
+            ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM secrets s
+               WHERE s.id = $4 AND s.tenant_id = $2 AND s.deleted_at IS NULL
+                 AND EXISTS (SELECT 1 FROM sessions WHERE id = $3 AND tenant_id = $2)
+               FOR SHARE OF s"
+        ))
+        .bind(lease.id.to_string())
+        .bind(lease.tenant_id.to_string())
+        .bind(lease.session_id.to_string())
+        .bind(lease.secret_id.to_string())
+        .bind(&lease.issued_by)
+        .bind(lease.issued_at.unix_micros())
+        .bind(lease.expires_at.unix_micros())
+        .bind(lease.max_expires_at.unix_micros())
+        .bind(lease.revoked_at.map(Timestamp::unix_micros))
+        .bind(&lease.revoke_reason)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_or_not_found)?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn get_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+    ) -> Result<Option<CredentialLease>> {
+        select_credential_lease(&self.pool, tenant_id, id).await
+    }
+
+    async fn list_credential_leases(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+    ) -> Result<Vec<CredentialLease>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            credential_lease_columns!(),
+            " FROM credential_leases WHERE tenant_id = $1 AND session_id = $2 ORDER BY id"
+        ))
+        .bind(tenant_id.to_string())
+        .bind(session_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::credential_lease)
+        .collect()
+    }
+
+    async fn renew_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<CredentialLease> {
+        // Liveness is checked in the statement that writes.
+        let renewed = sqlx::query(concat!(
+            "UPDATE credential_leases SET expires_at = $1
+             WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL AND expires_at > $4
+             RETURNING ",
+            credential_lease_columns!()
+        ))
+        .bind(expires_at.unix_micros())
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .bind(now.unix_micros())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?;
+        if let Some(row) = renewed {
+            return rows::credential_lease(&row);
+        }
+        // Nothing written: say why. Leases are never deleted, so the answer is stable.
+        match select_credential_lease(&self.pool, tenant_id, id).await? {
+            Some(_) => Err(StoreError::LeaseNotLive),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn revoke_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<CredentialLease> {
+        // Both right-hand sides see the row as it was: the first revocation stays.
+        sqlx::query(concat!(
+            "UPDATE credential_leases SET
+                 revoked_at = COALESCE(revoked_at, $1),
+                 revoke_reason = CASE WHEN revoked_at IS NULL THEN $2 ELSE revoke_reason END
+             WHERE id = $3 AND tenant_id = $4
+             RETURNING ",
+            credential_lease_columns!()
+        ))
+        .bind(at.unix_micros())
+        .bind(reason)
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::credential_lease)
+        .transpose()?
+        .ok_or(StoreError::NotFound)
+    }
+
+    async fn revoke_session_credential_leases(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<u64> {
+        sqlx::query(
+            "UPDATE credential_leases SET revoked_at = $1, revoke_reason = $2
+             WHERE tenant_id = $3 AND session_id = $4 AND revoked_at IS NULL",
+        )
+        .bind(at.unix_micros())
+        .bind(reason)
+        .bind(tenant_id.to_string())
+        .bind(session_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(sql)
+    }
+
+    async fn append_egress_decisions(&self, decisions: &[EgressDecision]) -> Result<()> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Locked in ascending key order, so that two appends never wait for each other
+        // in a cycle.
+        let mut keys: Vec<i64> = decisions
+            .iter()
+            .map(|decision| decision_lock_key(decision.tenant_id))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql)?;
+        }
+        // Rows of one `VALUES` list take their `seq` in list order.
+        for chunk in decisions.chunks(DECISIONS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Postgres>::new(concat!(
+                "INSERT INTO egress_decisions (",
+                decision_insert_columns!(),
+                ") "
+            ));
+            insert.push_values(chunk, |mut row, decision| {
+                row.push_bind(decision.tenant_id.to_string())
+                    .push_bind(decision.session_id.to_string())
+                    .push_bind(decision.at.unix_micros())
+                    .push_bind(decision.kind.clone())
+                    .push_bind(decision.host.clone())
+                    .push_bind(i32::from(decision.port))
+                    .push_bind(decision.address.clone())
+                    .push_bind(decision.method.clone())
+                    .push_bind(decision.path.clone())
+                    .push_bind(decision.reason.as_str())
+                    .push_bind(decision.mode.clone())
+                    .push_bind(decision.service_class.clone())
+                    .push_bind(decision.rule.clone())
+                    .push_bind(decision.policy_version.clone())
+                    .push_bind(decision.credential.clone())
+                    .push_bind(decision.status.map(i32::from))
+                    .push_bind(signed(decision.bytes_sent))
+                    .push_bind(signed(decision.bytes_received))
+                    .push_bind(decision.duration_micros);
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_or_not_found)?;
+        }
+        tx.commit().await.map_err(sql)
+    }
+
+    async fn list_egress_decisions(
+        &self,
+        tenant_id: TenantId,
+        filter: &EgressDecisionFilter,
+        limit: u32,
+    ) -> Result<Vec<EgressDecision>> {
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            decision_columns!(),
+            " FROM egress_decisions WHERE tenant_id = "
+        ));
+        query.push_bind(tenant_id.to_string());
+        if let Some(session_id) = filter.session_id {
+            query
+                .push(" AND session_id = ")
+                .push_bind(session_id.to_string());
+        }
+        if let Some(reason) = filter.reason {
+            query.push(" AND reason = ").push_bind(reason.as_str());
+        }
+        if let Some(after) = filter.after {
+            query.push(" AND seq > ").push_bind(after);
+        }
+        query
+            .push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::from(limit));
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(rows::decision)
+            .collect()
+    }
+
+    async fn deployment_value_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Of racing inserts one wins; the others wait for it to commit, insert nothing,
+        // and read its value (each statement sees what committed before it started).
+        sqlx::query(
+            "INSERT INTO deployment_values (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql)?;
+        let row = sqlx::query("SELECT value FROM deployment_values WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql)?;
+        let stored: Vec<u8> = rows::get(&row, 0)?;
+        tx.commit().await.map_err(sql)?;
+        Ok(stored)
     }
 }
 

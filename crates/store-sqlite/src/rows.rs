@@ -1,6 +1,9 @@
 //! Conversions between rows and domain records.
 
-use cordon_core::{ApiKey, Labels, Phase, Role, Session, SessionEvent, Tenant, Timestamp};
+use cordon_core::{
+    ApiKey, CredentialLease, EgressDecision, EgressPolicyVersion, Labels, Phase, ReasonCode, Role,
+    SecretRecord, Session, SessionEvent, Tenant, Timestamp,
+};
 use cordon_store::{Result, StoreError};
 use rusqlite::Row;
 
@@ -89,5 +92,108 @@ pub(crate) fn event(row: &Row<'_>) -> Result<SessionEvent> {
         to: parse::<Phase>("phase", &row.get::<_, String>(4).map_err(sql)?)?,
         reason: row.get(5).map_err(sql)?,
         at: Timestamp::from_unix_micros(row.get(6).map_err(sql)?),
+    })
+}
+
+/// A non-negative count stored as a signed integer.
+fn unsigned(what: &str, value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|error| corrupt(what, error))
+}
+
+/// A port or an HTTP status.
+fn u16_column(what: &str, value: i64) -> Result<u16> {
+    u16::try_from(value).map_err(|error| corrupt(what, error))
+}
+
+fn timestamp(micros: Option<i64>) -> Option<Timestamp> {
+    micros.map(Timestamp::from_unix_micros)
+}
+
+pub(crate) const POLICY_COLUMNS: &str =
+    "tenant_id, version, document, digest, created_by, created_at";
+
+pub(crate) fn policy(row: &Row<'_>) -> Result<EgressPolicyVersion> {
+    let sql = crate::store::sql;
+    Ok(EgressPolicyVersion {
+        tenant_id: parse("tenant id", &row.get::<_, String>(0).map_err(sql)?)?,
+        version: row.get(1).map_err(sql)?,
+        document: row.get(2).map_err(sql)?,
+        digest: row.get(3).map_err(sql)?,
+        created_by: row.get(4).map_err(sql)?,
+        created_at: Timestamp::from_unix_micros(row.get(5).map_err(sql)?),
+    })
+}
+
+pub(crate) const SECRET_COLUMNS: &str = "id, tenant_id, name, service_class, header_name, \
+     header_format, sealed_value, created_by, created_at, deleted_at";
+
+pub(crate) fn secret(row: &Row<'_>) -> Result<SecretRecord> {
+    let sql = crate::store::sql;
+    Ok(SecretRecord {
+        id: parse("secret id", &row.get::<_, String>(0).map_err(sql)?)?,
+        tenant_id: parse("tenant id", &row.get::<_, String>(1).map_err(sql)?)?,
+        name: row.get(2).map_err(sql)?,
+        service_class: row.get(3).map_err(sql)?,
+        header_name: row.get(4).map_err(sql)?,
+        header_format: row.get(5).map_err(sql)?,
+        sealed_value: row.get(6).map_err(sql)?,
+        created_by: row.get(7).map_err(sql)?,
+        created_at: Timestamp::from_unix_micros(row.get(8).map_err(sql)?),
+        deleted_at: timestamp(row.get(9).map_err(sql)?),
+    })
+}
+
+pub(crate) const CREDENTIAL_LEASE_COLUMNS: &str = "id, tenant_id, session_id, secret_id, \
+     issued_by, issued_at, expires_at, max_expires_at, revoked_at, revoke_reason";
+
+pub(crate) fn credential_lease(row: &Row<'_>) -> Result<CredentialLease> {
+    let sql = crate::store::sql;
+    Ok(CredentialLease {
+        id: parse("lease id", &row.get::<_, String>(0).map_err(sql)?)?,
+        tenant_id: parse("tenant id", &row.get::<_, String>(1).map_err(sql)?)?,
+        session_id: parse("session id", &row.get::<_, String>(2).map_err(sql)?)?,
+        secret_id: parse("secret id", &row.get::<_, String>(3).map_err(sql)?)?,
+        issued_by: row.get(4).map_err(sql)?,
+        issued_at: Timestamp::from_unix_micros(row.get(5).map_err(sql)?),
+        expires_at: Timestamp::from_unix_micros(row.get(6).map_err(sql)?),
+        max_expires_at: Timestamp::from_unix_micros(row.get(7).map_err(sql)?),
+        revoked_at: timestamp(row.get(8).map_err(sql)?),
+        revoke_reason: row.get(9).map_err(sql)?,
+    })
+}
+
+pub(crate) const DECISION_COLUMNS: &str = "seq, tenant_id, session_id, at, kind, host, port, \
+     address, method, path, reason, mode, service_class, rule, policy_version, credential, \
+     status, bytes_sent, bytes_received, duration_micros";
+
+pub(crate) fn decision(row: &Row<'_>) -> Result<EgressDecision> {
+    let sql = crate::store::sql;
+    let reason: String = row.get(10).map_err(sql)?;
+    Ok(EgressDecision {
+        seq: row.get(0).map_err(sql)?,
+        tenant_id: parse("tenant id", &row.get::<_, String>(1).map_err(sql)?)?,
+        session_id: parse("session id", &row.get::<_, String>(2).map_err(sql)?)?,
+        at: Timestamp::from_unix_micros(row.get(3).map_err(sql)?),
+        kind: row.get(4).map_err(sql)?,
+        host: row.get(5).map_err(sql)?,
+        port: u16_column("port", row.get(6).map_err(sql)?)?,
+        address: row.get(7).map_err(sql)?,
+        method: row.get(8).map_err(sql)?,
+        path: row.get(9).map_err(sql)?,
+        reason: ReasonCode::from_code(&reason)
+            .ok_or_else(|| corrupt("reason code", format!("unknown code `{reason}`")))?,
+        mode: row.get(11).map_err(sql)?,
+        service_class: row.get(12).map_err(sql)?,
+        rule: row.get(13).map_err(sql)?,
+        policy_version: row.get(14).map_err(sql)?,
+        credential: row.get(15).map_err(sql)?,
+        status: row
+            .get::<_, Option<i64>>(16)
+            .map_err(sql)?
+            .map(|status| u16_column("status", status))
+            .transpose()?,
+        bytes_sent: unsigned("bytes sent", row.get(17).map_err(sql)?)?,
+        bytes_received: unsigned("bytes received", row.get(18).map_err(sql)?)?,
+        duration_micros: row.get(19).map_err(sql)?,
     })
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cordon_core::{
-    ApiKey, EventSeq, KeyId, Lease, NewSession, Phase, Session, SessionEvent, SessionFilter,
-    SessionId, Tenant, TenantId, Timestamp,
+    ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
+    EgressPolicyVersion, EventSeq, KeyId, Lease, NewSession, Phase, SecretId, SecretRecord,
+    Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
 };
 use cordon_store::migrations::{self, Migration};
 use cordon_store::{
@@ -19,7 +20,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params, params_from_iter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::rows::{self, EVENT_COLUMNS, KEY_COLUMNS, SESSION_COLUMNS, TENANT_COLUMNS};
+use crate::rows::{
+    self, CREDENTIAL_LEASE_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, KEY_COLUMNS, POLICY_COLUMNS,
+    SECRET_COLUMNS, SESSION_COLUMNS, TENANT_COLUMNS,
+};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -31,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "idempotency_expiry",
         sql: include_str!("../migrations/0002_idempotency_expiry.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "egress",
+        sql: include_str!("../migrations/0003_egress.sql"),
     },
 ];
 
@@ -447,6 +456,67 @@ fn query_all<T>(
         items.push(convert(row)?);
     }
     Ok(items)
+}
+
+/// A foreign-key violation means the tenant (or session, or secret) the row points at is
+/// missing.
+fn sql_or_not_found(error: rusqlite::Error) -> StoreError {
+    if is_foreign_key_violation(&error) {
+        StoreError::NotFound
+    } else {
+        sql(error)
+    }
+}
+
+/// A count or size kept in a signed column, saturating (no real value comes close).
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn select_credential_lease(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<CredentialLease>> {
+    let query = format!(
+        "SELECT {CREDENTIAL_LEASE_COLUMNS} FROM credential_leases WHERE id = ?1 AND tenant_id = ?2"
+    );
+    Ok(query_all(c, &query, params![id, tenant], rows::credential_lease)?.pop())
+}
+
+fn insert_decision(c: &Connection, decision: &EgressDecision) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO egress_decisions (tenant_id, session_id, at, kind, host, port, address,
+             method, path, reason, mode, service_class, rule, policy_version, credential, status,
+             bytes_sent, bytes_received, duration_micros)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+             ?18, ?19)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            decision.tenant_id.to_string(),
+            decision.session_id.to_string(),
+            decision.at.unix_micros(),
+            decision.kind,
+            decision.host,
+            decision.port,
+            decision.address,
+            decision.method,
+            decision.path,
+            decision.reason.as_str(),
+            decision.mode,
+            decision.service_class,
+            decision.rule,
+            decision.policy_version,
+            decision.credential,
+            decision.status,
+            signed(decision.bytes_sent),
+            signed(decision.bytes_received),
+            decision.duration_micros,
+        ])
+    })
+    .map(drop)
+    .map_err(sql_or_not_found)
 }
 
 fn lease_from_row(session_id: SessionId, row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
@@ -944,6 +1014,341 @@ impl Store for SqliteStore {
             })
             .map(drop)
             .map_err(sql)
+        })
+        .await
+    }
+
+    async fn put_egress_policy(&self, policy: &EgressPolicyVersion) -> Result<EgressPolicyVersion> {
+        let policy = policy.clone();
+        self.write(move |c| {
+            // The single writer serialises puts, so the next number cannot be taken twice.
+            let query = format!(
+                "INSERT INTO egress_policies ({POLICY_COLUMNS})
+                 SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4, ?5
+                 FROM egress_policies WHERE tenant_id = ?1
+                 RETURNING {POLICY_COLUMNS}"
+            );
+            let values = params![
+                policy.tenant_id.to_string(),
+                policy.document,
+                policy.digest,
+                policy.created_by,
+                policy.created_at.unix_micros(),
+            ];
+            let mut statement = c.prepare_cached(&query).map_err(sql)?;
+            let mut inserted = statement.query(values).map_err(sql_or_not_found)?;
+            match inserted.next().map_err(sql_or_not_found)? {
+                Some(row) => rows::policy(row),
+                None => Err(StoreError::Backend(
+                    "no egress policy version inserted".into(),
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn get_egress_policy(&self, tenant_id: TenantId) -> Result<Option<EgressPolicyVersion>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {POLICY_COLUMNS} FROM egress_policies
+                 WHERE tenant_id = ?1 ORDER BY version DESC LIMIT 1"
+            );
+            Ok(query_all(c, &query, params![tenant_id.to_string()], rows::policy)?.pop())
+        })
+        .await
+    }
+
+    async fn list_egress_policies(&self) -> Result<Vec<EgressPolicyVersion>> {
+        self.read(|c| {
+            let query = format!(
+                "SELECT {POLICY_COLUMNS} FROM egress_policies p
+                 WHERE version = (SELECT MAX(version) FROM egress_policies
+                                  WHERE tenant_id = p.tenant_id)
+                 ORDER BY tenant_id"
+            );
+            query_all(c, &query, [], rows::policy)
+        })
+        .await
+    }
+
+    async fn create_secret(&self, secret: &SecretRecord) -> Result<()> {
+        let secret = secret.clone();
+        self.write(move |c| {
+            let query = format!(
+                "INSERT INTO secrets ({SECRET_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            );
+            c.prepare_cached(&query)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        secret.id.to_string(),
+                        secret.tenant_id.to_string(),
+                        secret.name,
+                        secret.service_class,
+                        secret.header_name,
+                        secret.header_format,
+                        secret.sealed_value,
+                        secret.created_by,
+                        secret.created_at.unix_micros(),
+                        secret.deleted_at.map(Timestamp::unix_micros),
+                    ])
+                })
+                .map(drop)
+                .map_err(|error| {
+                    // Ids are fresh UUIDv7s: a uniqueness conflict is the live name.
+                    if is_unique_violation(&error) {
+                        StoreError::SecretNameTaken(secret.name.clone())
+                    } else {
+                        sql_or_not_found(error)
+                    }
+                })
+        })
+        .await
+    }
+
+    async fn get_secret(&self, tenant_id: TenantId, id: SecretId) -> Result<Option<SecretRecord>> {
+        self.read(move |c| {
+            let query =
+                format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE id = ?1 AND tenant_id = ?2");
+            let values = params![id.to_string(), tenant_id.to_string()];
+            Ok(query_all(c, &query, values, rows::secret)?.pop())
+        })
+        .await
+    }
+
+    async fn list_secrets(&self, tenant_id: TenantId) -> Result<Vec<SecretRecord>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {SECRET_COLUMNS} FROM secrets
+                 WHERE tenant_id = ?1 AND deleted_at IS NULL ORDER BY id"
+            );
+            query_all(c, &query, params![tenant_id.to_string()], rows::secret)
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, tenant_id: TenantId, id: SecretId, at: Timestamp) -> Result<()> {
+        self.write(move |c| {
+            let (id, tenant) = (id.to_string(), tenant_id.to_string());
+            let deleted = c
+                .prepare_cached(
+                    "UPDATE secrets SET deleted_at = ?1, sealed_value = X''
+                     WHERE id = ?2 AND tenant_id = ?3 AND deleted_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![at.unix_micros(), id, tenant]))
+                .map_err(sql)?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            c.prepare_cached(
+                "UPDATE credential_leases SET revoked_at = ?1, revoke_reason = 'secret deleted'
+                 WHERE secret_id = ?2 AND tenant_id = ?3 AND revoked_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![at.unix_micros(), id, tenant]))
+            .map(drop)
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn create_credential_lease(&self, lease: &CredentialLease) -> Result<()> {
+        let lease = lease.clone();
+        self.write(move |c| {
+            // Only for a session and a live secret of the lease's own tenant.
+            let query = format!(
+                "INSERT INTO credential_leases ({CREDENTIAL_LEASE_COLUMNS})
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
+                 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?3 AND tenant_id = ?2)
+                   AND EXISTS (SELECT 1 FROM secrets
+                               WHERE id = ?4 AND tenant_id = ?2 AND deleted_at IS NULL)"
+            );
+            let inserted = c
+                .prepare_cached(&query)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        lease.id.to_string(),
+                        lease.tenant_id.to_string(),
+                        lease.session_id.to_string(),
+                        lease.secret_id.to_string(),
+                        lease.issued_by,
+                        lease.issued_at.unix_micros(),
+                        lease.expires_at.unix_micros(),
+                        lease.max_expires_at.unix_micros(),
+                        lease.revoked_at.map(Timestamp::unix_micros),
+                        lease.revoke_reason,
+                    ])
+                })
+                .map_err(sql_or_not_found)?;
+            if inserted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+    ) -> Result<Option<CredentialLease>> {
+        self.read(move |c| select_credential_lease(c, &tenant_id.to_string(), &id.to_string()))
+            .await
+    }
+
+    async fn list_credential_leases(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+    ) -> Result<Vec<CredentialLease>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {CREDENTIAL_LEASE_COLUMNS} FROM credential_leases
+                 WHERE tenant_id = ?1 AND session_id = ?2 ORDER BY id"
+            );
+            let values = params![tenant_id.to_string(), session_id.to_string()];
+            query_all(c, &query, values, rows::credential_lease)
+        })
+        .await
+    }
+
+    async fn renew_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<CredentialLease> {
+        self.write(move |c| {
+            let (id, tenant) = (id.to_string(), tenant_id.to_string());
+            let query = format!(
+                "UPDATE credential_leases SET expires_at = ?1
+                 WHERE id = ?2 AND tenant_id = ?3 AND revoked_at IS NULL AND expires_at > ?4
+                 RETURNING {CREDENTIAL_LEASE_COLUMNS}"
+            );
+            let values = params![expires_at.unix_micros(), id, tenant, now.unix_micros()];
+            if let Some(lease) = query_all(c, &query, values, rows::credential_lease)?.pop() {
+                return Ok(lease);
+            }
+            match select_credential_lease(c, &tenant, &id)? {
+                Some(_) => Err(StoreError::LeaseNotLive),
+                None => Err(StoreError::NotFound),
+            }
+        })
+        .await
+    }
+
+    async fn revoke_credential_lease(
+        &self,
+        tenant_id: TenantId,
+        id: CredentialLeaseId,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<CredentialLease> {
+        let reason = reason.to_owned();
+        self.write(move |c| {
+            // Both right-hand sides see the row as it was: the first revocation stays.
+            let query = format!(
+                "UPDATE credential_leases SET
+                     revoked_at = COALESCE(revoked_at, ?1),
+                     revoke_reason = CASE WHEN revoked_at IS NULL THEN ?2 ELSE revoke_reason END
+                 WHERE id = ?3 AND tenant_id = ?4
+                 RETURNING {CREDENTIAL_LEASE_COLUMNS}"
+            );
+            let values = params![
+                at.unix_micros(),
+                reason,
+                id.to_string(),
+                tenant_id.to_string()
+            ];
+            query_all(c, &query, values, rows::credential_lease)?
+                .pop()
+                .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn revoke_session_credential_leases(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<u64> {
+        let reason = reason.to_owned();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE credential_leases SET revoked_at = ?1, revoke_reason = ?2
+                 WHERE tenant_id = ?3 AND session_id = ?4 AND revoked_at IS NULL",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    at.unix_micros(),
+                    reason,
+                    tenant_id.to_string(),
+                    session_id.to_string()
+                ])
+            })
+            .map(|revoked| revoked as u64)
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn append_egress_decisions(&self, decisions: &[EgressDecision]) -> Result<()> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        let decisions = decisions.to_vec();
+        // One job: one savepoint, so the slice lands whole or not at all, and in order.
+        self.write(move |c| {
+            for decision in &decisions {
+                insert_decision(c, decision)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_egress_decisions(
+        &self,
+        tenant_id: TenantId,
+        filter: &EgressDecisionFilter,
+        limit: u32,
+    ) -> Result<Vec<EgressDecision>> {
+        let mut query =
+            format!("SELECT {DECISION_COLUMNS} FROM egress_decisions WHERE tenant_id = ?");
+        let mut values = vec![Value::Text(tenant_id.to_string())];
+        if let Some(session_id) = filter.session_id {
+            query.push_str(" AND session_id = ?");
+            values.push(Value::Text(session_id.to_string()));
+        }
+        if let Some(reason) = filter.reason {
+            query.push_str(" AND reason = ?");
+            values.push(Value::Text(reason.as_str().to_owned()));
+        }
+        if let Some(after) = filter.after {
+            query.push_str(" AND seq > ?");
+            values.push(Value::Integer(after));
+        }
+        query.push_str(" ORDER BY seq LIMIT ?");
+        values.push(Value::Integer(i64::from(limit)));
+        self.read(move |c| query_all(c, &query, params_from_iter(values), rows::decision))
+            .await
+    }
+
+    async fn deployment_value_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO deployment_values (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![name, value]))
+            .map_err(sql)?;
+            c.prepare_cached("SELECT value FROM deployment_values WHERE name = ?1")
+                .and_then(|mut s| s.query_row(params![name], |row| row.get(0)))
+                .map_err(sql)
         })
         .await
     }

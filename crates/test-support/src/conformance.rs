@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cordon_core::{
-    ApiKey, KeyId, Lease, NewSession, Phase, Role, Session, SessionEvent, SessionFilter, SessionId,
-    Tenant, TenantId, Timestamp,
+    ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
+    EgressPolicyVersion, KeyId, Lease, NewSession, Phase, ReasonCode, Role, SecretId, SecretRecord,
+    Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
 };
 use cordon_store::{
     IdempotencyScope, IdempotencyStart, LeaseOutcome, RecordedResponse, Store, StoreError,
@@ -1691,6 +1692,924 @@ pub async fn concurrent_idempotency_begins(store: Arc<dyn Store>) {
             "at {now}: {starts:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Egress: policy versions, secrets, credential leases, decisions, deployment values
+
+fn policy(tenant_id: TenantId, document: &str) -> EgressPolicyVersion {
+    EgressPolicyVersion {
+        tenant_id,
+        // Ignored by the store, which numbers versions itself.
+        version: 99,
+        document: document.to_owned(),
+        digest: format!("digest of {document}"),
+        created_by: "key_policy-writer".to_owned(),
+        created_at: at(5),
+    }
+}
+
+fn secret(tenant_id: TenantId, name: &str) -> SecretRecord {
+    SecretRecord {
+        id: SecretId::generate(),
+        tenant_id,
+        name: name.to_owned(),
+        service_class: "github".to_owned(),
+        header_name: "authorization".to_owned(),
+        header_format: "Bearer {secret}".to_owned(),
+        sealed_value: vec![0, 1, 2, 254, 255, 42],
+        created_by: "key_secret-writer".to_owned(),
+        created_at: at(1),
+        deleted_at: None,
+    }
+}
+
+/// A lease issued at `at(10)`, expiring at `at(expires)`, renewable up to `at(1_000)`.
+fn credential_lease(
+    tenant_id: TenantId,
+    session_id: SessionId,
+    secret_id: SecretId,
+    expires: i64,
+) -> CredentialLease {
+    CredentialLease {
+        id: CredentialLeaseId::generate(),
+        tenant_id,
+        session_id,
+        secret_id,
+        issued_by: "key_issuer".to_owned(),
+        issued_at: at(10),
+        expires_at: at(expires),
+        max_expires_at: at(1_000),
+        revoked_at: None,
+        revoke_reason: None,
+    }
+}
+
+/// A decision with every optional field set, so that they all round-trip.
+fn decision(tenant_id: TenantId, session_id: SessionId, reason: ReasonCode) -> EgressDecision {
+    EgressDecision {
+        seq: 0,
+        tenant_id,
+        session_id,
+        at: at(20),
+        kind: "https".to_owned(),
+        host: "api.github.com".to_owned(),
+        port: u16::MAX,
+        address: Some("140.82.112.6:443".to_owned()),
+        method: Some("POST".to_owned()),
+        path: Some("/repos/ünïcödé".to_owned()),
+        reason,
+        mode: "enforce".to_owned(),
+        service_class: Some("github".to_owned()),
+        rule: Some("github-api".to_owned()),
+        policy_version: "3".to_owned(),
+        credential: Some("gh-token".to_owned()),
+        status: Some(201),
+        bytes_sent: 1 << 40,
+        bytes_received: 12_345,
+        duration_micros: 1_500,
+    }
+}
+
+/// A decision with every optional field empty.
+fn bare_decision(tenant_id: TenantId, session_id: SessionId, reason: ReasonCode) -> EgressDecision {
+    EgressDecision {
+        kind: "dns".to_owned(),
+        port: 0,
+        address: None,
+        method: None,
+        path: None,
+        service_class: None,
+        rule: None,
+        credential: None,
+        status: None,
+        bytes_sent: 0,
+        bytes_received: 0,
+        duration_micros: 0,
+        ..decision(tenant_id, session_id, reason)
+    }
+}
+
+async fn all_decisions(store: &dyn Store, tenant: TenantId) -> Vec<EgressDecision> {
+    ok(
+        store
+            .list_egress_decisions(tenant, &EgressDecisionFilter::default(), 100_000)
+            .await,
+        "list decisions",
+    )
+}
+
+/// Policy versions count from 1 per tenant; the latest is what `get` and `list` return.
+pub async fn egress_policy_versions(store: Arc<dyn Store>) {
+    let (a, _) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let (c, _) = tenant_with_key(&*store, "c").await;
+    assert_eq!(ok(store.get_egress_policy(a.id).await, "get policy"), None);
+    assert_eq!(
+        ok(store.list_egress_policies().await, "list policies"),
+        vec![]
+    );
+
+    for version in 1..=3 {
+        let put = policy(a.id, &format!("{{\"a\": {version}}}"));
+        let stored = ok(store.put_egress_policy(&put).await, "put policy");
+        assert_eq!(
+            stored,
+            EgressPolicyVersion {
+                version,
+                ..put.clone()
+            }
+        );
+        assert_eq!(
+            ok(store.get_egress_policy(a.id).await, "get policy"),
+            Some(stored)
+        );
+        assert_eq!(
+            ok(store.get_egress_policy(b.id).await, "get other tenant's"),
+            None
+        );
+    }
+    let b_first = ok(
+        store.put_egress_policy(&policy(b.id, "{\"b\": 1}")).await,
+        "put policy",
+    );
+    assert_eq!(b_first.version, 1);
+
+    let mut expected = vec![
+        some(
+            ok(store.get_egress_policy(a.id).await, "get policy"),
+            "a's policy",
+        ),
+        b_first,
+    ];
+    expected.sort_by_key(|policy| policy.tenant_id);
+    assert_eq!(
+        ok(store.list_egress_policies().await, "list policies"),
+        expected
+    );
+    assert_eq!(ok(store.get_egress_policy(c.id).await, "get policy"), None);
+
+    let error = refused(
+        store
+            .put_egress_policy(&policy(TenantId::generate(), "{}"))
+            .await,
+        "put for an unknown tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+}
+
+/// Concurrent puts for one tenant each get a version of their own, with no gaps.
+pub async fn concurrent_egress_policy_puts(store: Arc<dyn Store>) {
+    const WRITERS: i64 = 8;
+    let (tenant, _) = tenant_with_key(&*store, "a").await;
+    let mut tasks = JoinSet::new();
+    for writer in 0..WRITERS {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let put = policy(tenant.id, &format!("{{\"writer\": {writer}}}"));
+            ok(store.put_egress_policy(&put).await, "put policy")
+        });
+    }
+    let mut versions: Vec<i64> = tasks
+        .join_all()
+        .await
+        .iter()
+        .map(|stored| stored.version)
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=WRITERS).collect::<Vec<_>>());
+    let latest = some(
+        ok(store.get_egress_policy(tenant.id).await, "get policy"),
+        "latest policy",
+    );
+    assert_eq!(latest.version, WRITERS);
+}
+
+/// Secrets: stored as given, listed in id order per tenant, names unique among the
+/// tenant's live secrets.
+pub async fn secrets_create_get_list(store: Arc<dyn Store>) {
+    let (a, _) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let first = secret(a.id, "gh-token");
+    let second = SecretRecord {
+        sealed_value: vec![],
+        ..secret(a.id, "npm-token")
+    };
+    ok(store.create_secret(&first).await, "create secret");
+    ok(store.create_secret(&second).await, "create secret");
+    assert_eq!(
+        ok(store.get_secret(a.id, first.id).await, "get secret"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        ok(
+            store.get_secret(b.id, first.id).await,
+            "get from another tenant"
+        ),
+        None
+    );
+    assert_eq!(
+        ok(
+            store.get_secret(a.id, SecretId::generate()).await,
+            "get unknown"
+        ),
+        None
+    );
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort_by_key(|secret| secret.id);
+    assert_eq!(ok(store.list_secrets(a.id).await, "list secrets"), expected);
+    assert_eq!(ok(store.list_secrets(b.id).await, "list secrets"), vec![]);
+
+    let clash = secret(a.id, "gh-token");
+    let error = refused(store.create_secret(&clash).await, "create a clashing name");
+    assert!(
+        matches!(&error, StoreError::SecretNameTaken(name) if name == "gh-token"),
+        "{error:?}"
+    );
+    assert_eq!(
+        ok(store.get_secret(a.id, clash.id).await, "get secret"),
+        None
+    );
+
+    // The name is the tenant's own.
+    let elsewhere = secret(b.id, "gh-token");
+    ok(
+        store.create_secret(&elsewhere).await,
+        "same name, other tenant",
+    );
+    assert_eq!(
+        ok(store.list_secrets(b.id).await, "list secrets"),
+        vec![elsewhere]
+    );
+
+    let error = refused(
+        store
+            .create_secret(&secret(TenantId::generate(), "x"))
+            .await,
+        "create for an unknown tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+}
+
+/// Deleting a secret drops its value, frees its name and revokes its leases, once.
+pub async fn delete_secret_revokes_leases(store: Arc<dyn Store>) {
+    let (a, owner) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let doomed = secret(a.id, "gh-token");
+    let kept = secret(a.id, "npm-token");
+    ok(store.create_secret(&doomed).await, "create secret");
+    ok(store.create_secret(&kept).await, "create secret");
+    let ses = session(&*store, a.id, owner.id).await;
+    let live = credential_lease(a.id, ses.id, doomed.id, 100);
+    let revoked = credential_lease(a.id, ses.id, doomed.id, 100);
+    let other = credential_lease(a.id, ses.id, kept.id, 100);
+    for lease in [&live, &revoked, &other] {
+        ok(store.create_credential_lease(lease).await, "create lease");
+    }
+    let revoked = ok(
+        store
+            .revoke_credential_lease(a.id, revoked.id, at(30), "session closed")
+            .await,
+        "revoke lease",
+    );
+
+    let error = refused(
+        store.delete_secret(b.id, doomed.id, at(40)).await,
+        "delete from another tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    let error = refused(
+        store
+            .delete_secret(a.id, SecretId::generate(), at(40))
+            .await,
+        "delete unknown",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    assert_eq!(
+        ok(store.get_secret(a.id, doomed.id).await, "get secret"),
+        Some(doomed.clone())
+    );
+
+    ok(
+        store.delete_secret(a.id, doomed.id, at(50)).await,
+        "delete secret",
+    );
+    let deleted = SecretRecord {
+        sealed_value: vec![],
+        deleted_at: Some(at(50)),
+        ..doomed.clone()
+    };
+    assert_eq!(
+        ok(
+            store.get_secret(a.id, doomed.id).await,
+            "get deleted secret"
+        ),
+        Some(deleted.clone())
+    );
+    assert_eq!(
+        ok(
+            store.get_secret(b.id, doomed.id).await,
+            "get from another tenant"
+        ),
+        None
+    );
+    assert_eq!(
+        ok(store.list_secrets(a.id).await, "list secrets"),
+        vec![kept.clone()]
+    );
+    assert_eq!(
+        ok(store.get_credential_lease(a.id, live.id).await, "get lease"),
+        Some(CredentialLease {
+            revoked_at: Some(at(50)),
+            revoke_reason: Some("secret deleted".to_owned()),
+            ..live.clone()
+        })
+    );
+    assert_eq!(
+        ok(
+            store.get_credential_lease(a.id, revoked.id).await,
+            "get lease"
+        ),
+        Some(revoked.clone()),
+        "an earlier revocation stays"
+    );
+    assert_eq!(
+        ok(
+            store.get_credential_lease(a.id, other.id).await,
+            "get lease"
+        ),
+        Some(other.clone()),
+        "another secret's lease is untouched"
+    );
+
+    let error = refused(
+        store.delete_secret(a.id, doomed.id, at(60)).await,
+        "delete again",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    assert_eq!(
+        ok(
+            store.get_secret(a.id, doomed.id).await,
+            "get deleted secret"
+        ),
+        Some(deleted.clone())
+    );
+
+    // The deleted secret lends nothing any more, and its name is free again.
+    let error = refused(
+        store
+            .create_credential_lease(&credential_lease(a.id, ses.id, doomed.id, 100))
+            .await,
+        "lease a deleted secret",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    let reborn = secret(a.id, "gh-token");
+    ok(store.create_secret(&reborn).await, "reuse the name");
+    let mut expected = vec![kept, reborn];
+    expected.sort_by_key(|secret| secret.id);
+    assert_eq!(ok(store.list_secrets(a.id).await, "list secrets"), expected);
+    assert_eq!(
+        ok(
+            store.get_secret(a.id, doomed.id).await,
+            "get deleted secret"
+        ),
+        Some(deleted)
+    );
+}
+
+/// Leases are stored as given, listed per session in id order, and only for a session
+/// and a secret of their own tenant.
+pub async fn credential_leases_create_get_list(store: Arc<dyn Store>) {
+    let (a, a_owner) = tenant_with_key(&*store, "a").await;
+    let (b, b_owner) = tenant_with_key(&*store, "b").await;
+    let a_secret = secret(a.id, "gh-token");
+    let b_secret = secret(b.id, "gh-token");
+    ok(store.create_secret(&a_secret).await, "create secret");
+    ok(store.create_secret(&b_secret).await, "create secret");
+    let first = session(&*store, a.id, a_owner.id).await;
+    let second = session(&*store, a.id, a_owner.id).await;
+    let b_session = session(&*store, b.id, b_owner.id).await;
+
+    let leases: Vec<CredentialLease> = (0..3)
+        .map(|n| credential_lease(a.id, first.id, a_secret.id, 100 + n))
+        .collect();
+    for lease in &leases {
+        ok(store.create_credential_lease(lease).await, "create lease");
+    }
+    let on_second = credential_lease(a.id, second.id, a_secret.id, 100);
+    ok(
+        store.create_credential_lease(&on_second).await,
+        "create lease",
+    );
+
+    assert_eq!(
+        ok(
+            store.get_credential_lease(a.id, leases[1].id).await,
+            "get lease"
+        ),
+        Some(leases[1].clone())
+    );
+    assert_eq!(
+        ok(
+            store.get_credential_lease(b.id, leases[1].id).await,
+            "get from another tenant"
+        ),
+        None
+    );
+    assert_eq!(
+        ok(
+            store
+                .get_credential_lease(a.id, CredentialLeaseId::generate())
+                .await,
+            "get unknown"
+        ),
+        None
+    );
+    let mut expected = leases.clone();
+    expected.sort_by_key(|lease| lease.id);
+    assert_eq!(
+        ok(
+            store.list_credential_leases(a.id, first.id).await,
+            "list leases"
+        ),
+        expected
+    );
+    assert_eq!(
+        ok(
+            store.list_credential_leases(a.id, second.id).await,
+            "list leases"
+        ),
+        vec![on_second]
+    );
+    assert_eq!(
+        ok(
+            store.list_credential_leases(b.id, first.id).await,
+            "list from another tenant"
+        ),
+        vec![]
+    );
+
+    let crossings = [
+        (
+            credential_lease(a.id, b_session.id, a_secret.id, 100),
+            "another tenant's session",
+        ),
+        (
+            credential_lease(a.id, first.id, b_secret.id, 100),
+            "another tenant's secret",
+        ),
+        (
+            credential_lease(a.id, SessionId::generate(), a_secret.id, 100),
+            "an unknown session",
+        ),
+        (
+            credential_lease(a.id, first.id, SecretId::generate(), 100),
+            "an unknown secret",
+        ),
+        (
+            credential_lease(TenantId::generate(), first.id, a_secret.id, 100),
+            "an unknown tenant",
+        ),
+    ];
+    for (lease, what) in crossings {
+        let error = refused(store.create_credential_lease(&lease).await, what);
+        assert!(matches!(error, StoreError::NotFound), "{what}: {error:?}");
+        assert_eq!(
+            ok(
+                store.get_credential_lease(a.id, lease.id).await,
+                "get lease"
+            ),
+            None,
+            "{what}"
+        );
+    }
+    assert_eq!(
+        ok(
+            store.list_credential_leases(b.id, b_session.id).await,
+            "list leases"
+        ),
+        vec![]
+    );
+}
+
+/// Renewal moves a live lease's expiry; a revoked or expired lease stays as it is.
+pub async fn credential_lease_renewal(store: Arc<dyn Store>) {
+    let (a, owner) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let token = secret(a.id, "gh-token");
+    ok(store.create_secret(&token).await, "create secret");
+    let ses = session(&*store, a.id, owner.id).await;
+    let lease = credential_lease(a.id, ses.id, token.id, 100);
+    ok(store.create_credential_lease(&lease).await, "create lease");
+
+    let renewed = ok(
+        store
+            .renew_credential_lease(a.id, lease.id, at(200), at(50))
+            .await,
+        "renew",
+    );
+    let expected = CredentialLease {
+        expires_at: at(200),
+        ..lease.clone()
+    };
+    assert_eq!(renewed, expected);
+    assert_eq!(
+        ok(
+            store.get_credential_lease(a.id, lease.id).await,
+            "get lease"
+        ),
+        Some(expected.clone())
+    );
+    // Live up to the last microsecond before its expiry.
+    let renewed = ok(
+        store
+            .renew_credential_lease(a.id, lease.id, at(300), at_micros(200_000_000 - 1))
+            .await,
+        "renew just in time",
+    );
+    assert_eq!(renewed.expires_at, at(300));
+
+    for (tenant, id, what) in [
+        (b.id, lease.id, "renew from another tenant"),
+        (a.id, CredentialLeaseId::generate(), "renew unknown"),
+    ] {
+        let error = refused(
+            store
+                .renew_credential_lease(tenant, id, at(400), at(60))
+                .await,
+            what,
+        );
+        assert!(matches!(error, StoreError::NotFound), "{what}: {error:?}");
+    }
+
+    // Expired: at its expiry and after.
+    for now in [at(300), at(350)] {
+        let error = refused(
+            store
+                .renew_credential_lease(a.id, lease.id, at(400), now)
+                .await,
+            "renew an expired lease",
+        );
+        assert!(matches!(error, StoreError::LeaseNotLive), "{error:?}");
+    }
+    assert_eq!(
+        ok(
+            store.get_credential_lease(a.id, lease.id).await,
+            "get lease"
+        ),
+        Some(CredentialLease {
+            expires_at: at(300),
+            ..lease.clone()
+        })
+    );
+
+    // Revoked.
+    let other = credential_lease(a.id, ses.id, token.id, 100);
+    ok(store.create_credential_lease(&other).await, "create lease");
+    ok(
+        store
+            .revoke_credential_lease(a.id, other.id, at(20), "done")
+            .await,
+        "revoke",
+    );
+    let error = refused(
+        store
+            .renew_credential_lease(a.id, other.id, at(200), at(30))
+            .await,
+        "renew a revoked lease",
+    );
+    assert!(matches!(error, StoreError::LeaseNotLive), "{error:?}");
+    let stored = some(
+        ok(
+            store.get_credential_lease(a.id, other.id).await,
+            "get lease",
+        ),
+        "revoked lease",
+    );
+    assert_eq!(stored.expires_at, at(100));
+}
+
+/// Revoking keeps the first revocation; revoking a session's leases touches (and counts)
+/// only those not revoked yet, of that session alone.
+pub async fn credential_lease_revocation(store: Arc<dyn Store>) {
+    let (a, owner) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let token = secret(a.id, "gh-token");
+    ok(store.create_secret(&token).await, "create secret");
+    let ses = session(&*store, a.id, owner.id).await;
+    let bystander = session(&*store, a.id, owner.id).await;
+
+    let lease = credential_lease(a.id, ses.id, token.id, 100);
+    ok(store.create_credential_lease(&lease).await, "create lease");
+    for (tenant, id, what) in [
+        (b.id, lease.id, "revoke from another tenant"),
+        (a.id, CredentialLeaseId::generate(), "revoke unknown"),
+    ] {
+        let error = refused(
+            store.revoke_credential_lease(tenant, id, at(20), "x").await,
+            what,
+        );
+        assert!(matches!(error, StoreError::NotFound), "{what}: {error:?}");
+    }
+    let expected = CredentialLease {
+        revoked_at: Some(at(20)),
+        revoke_reason: Some("operator".to_owned()),
+        ..lease.clone()
+    };
+    assert_eq!(
+        ok(
+            store
+                .revoke_credential_lease(a.id, lease.id, at(20), "operator")
+                .await,
+            "revoke"
+        ),
+        expected
+    );
+    assert_eq!(
+        ok(
+            store
+                .revoke_credential_lease(a.id, lease.id, at(30), "again")
+                .await,
+            "revoke again"
+        ),
+        expected
+    );
+    assert_eq!(
+        ok(
+            store.get_credential_lease(a.id, lease.id).await,
+            "get lease"
+        ),
+        Some(expected.clone())
+    );
+
+    // `lease` is revoked already; one more has expired without being revoked.
+    let expired = credential_lease(a.id, ses.id, token.id, 15);
+    let live = credential_lease(a.id, ses.id, token.id, 100);
+    let untouched = credential_lease(a.id, bystander.id, token.id, 100);
+    for lease in [&expired, &live, &untouched] {
+        ok(store.create_credential_lease(lease).await, "create lease");
+    }
+    assert_eq!(
+        ok(
+            store
+                .revoke_session_credential_leases(b.id, ses.id, at(40), "closed")
+                .await,
+            "revoke from another tenant"
+        ),
+        0
+    );
+    assert_eq!(
+        ok(
+            store
+                .revoke_session_credential_leases(a.id, ses.id, at(40), "closed")
+                .await,
+            "revoke session's leases"
+        ),
+        2
+    );
+    let revoked = |lease: &CredentialLease| CredentialLease {
+        revoked_at: Some(at(40)),
+        revoke_reason: Some("closed".to_owned()),
+        ..lease.clone()
+    };
+    let mut expected = vec![expected, revoked(&expired), revoked(&live)];
+    expected.sort_by_key(|lease| lease.id);
+    assert_eq!(
+        ok(
+            store.list_credential_leases(a.id, ses.id).await,
+            "list leases"
+        ),
+        expected
+    );
+    assert_eq!(
+        ok(
+            store.list_credential_leases(a.id, bystander.id).await,
+            "list leases"
+        ),
+        vec![untouched]
+    );
+    assert_eq!(
+        ok(
+            store
+                .revoke_session_credential_leases(a.id, ses.id, at(50), "again")
+                .await,
+            "revoke again"
+        ),
+        0
+    );
+    assert_eq!(
+        ok(
+            store.list_credential_leases(a.id, ses.id).await,
+            "list leases"
+        ),
+        expected
+    );
+}
+
+/// Decisions get increasing `seq`s in append order and are listed per tenant, filtered
+/// by session, reason and cursor.
+pub async fn egress_decisions_append_list(store: Arc<dyn Store>) {
+    let (a, _) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    // Decisions name sessions that the store need not know.
+    let (s1, s2) = (SessionId::generate(), SessionId::generate());
+    let allowed = ReasonCode::EgressAllowed;
+    let refused_code = ReasonCode::EgressDestinationNotAllowed;
+    ok(store.append_egress_decisions(&[]).await, "append nothing");
+    assert_eq!(all_decisions(&*store, a.id).await, vec![]);
+
+    let first_batch = vec![
+        decision(a.id, s1, allowed),
+        bare_decision(a.id, s2, refused_code),
+        decision(b.id, s1, allowed),
+        decision(a.id, s1, refused_code),
+    ];
+    ok(
+        store.append_egress_decisions(&first_batch).await,
+        "append decisions",
+    );
+    let second_batch = vec![
+        bare_decision(a.id, s2, allowed),
+        decision(a.id, s1, allowed),
+    ];
+    ok(
+        store.append_egress_decisions(&second_batch).await,
+        "append decisions",
+    );
+
+    let stored = all_decisions(&*store, a.id).await;
+    let sent: Vec<&EgressDecision> = first_batch
+        .iter()
+        .chain(&second_batch)
+        .filter(|d| d.tenant_id == a.id)
+        .collect();
+    assert_eq!(stored.len(), sent.len());
+    for (stored, sent) in stored.iter().zip(&sent) {
+        assert_eq!(
+            *stored,
+            EgressDecision {
+                seq: stored.seq,
+                ..(*sent).clone()
+            }
+        );
+        assert!(stored.seq > 0, "{stored:?}");
+    }
+    assert!(
+        stored.windows(2).all(|pair| pair[0].seq < pair[1].seq),
+        "{stored:?}"
+    );
+    let b_stored = all_decisions(&*store, b.id).await;
+    assert_eq!(b_stored.len(), 1);
+    assert_eq!(b_stored[0].tenant_id, b.id);
+    // Slice order is seq order, across tenants too.
+    assert!(stored[1].seq < b_stored[0].seq && b_stored[0].seq < stored[2].seq);
+    assert_eq!(
+        all_decisions(&*store, TenantId::generate()).await,
+        vec![],
+        "an unknown tenant"
+    );
+
+    let list = |filter: EgressDecisionFilter, limit: u32| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.list_egress_decisions(a.id, &filter, limit).await,
+                "list decisions",
+            )
+        }
+    };
+    let seqs =
+        |decisions: Vec<EgressDecision>| -> Vec<i64> { decisions.iter().map(|d| d.seq).collect() };
+    let expect =
+        |indices: &[usize]| -> Vec<i64> { indices.iter().map(|&i| stored[i].seq).collect() };
+
+    let by_session = EgressDecisionFilter {
+        session_id: Some(s1),
+        ..Default::default()
+    };
+    assert_eq!(
+        seqs(list(by_session.clone(), 100).await),
+        expect(&[0, 2, 4])
+    );
+    let by_reason = EgressDecisionFilter {
+        reason: Some(refused_code),
+        ..Default::default()
+    };
+    assert_eq!(seqs(list(by_reason, 100).await), expect(&[1, 2]));
+    let both = EgressDecisionFilter {
+        session_id: Some(s2),
+        reason: Some(allowed),
+        ..Default::default()
+    };
+    assert_eq!(seqs(list(both, 100).await), expect(&[3]));
+    let unused = EgressDecisionFilter {
+        reason: Some(ReasonCode::EgressDnsFailed),
+        ..Default::default()
+    };
+    assert_eq!(seqs(list(unused, 100).await), Vec::<i64>::new());
+
+    // Paging with `after` and `limit` walks everything once.
+    assert_eq!(
+        seqs(list(EgressDecisionFilter::default(), 2).await),
+        expect(&[0, 1])
+    );
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(
+            EgressDecisionFilter {
+                after: cursor,
+                ..Default::default()
+            },
+            2,
+        )
+        .await;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.seq);
+        paged.extend(seqs(page));
+    }
+    assert_eq!(paged, expect(&[0, 1, 2, 3, 4]));
+    let after_first = EgressDecisionFilter {
+        after: Some(stored[0].seq),
+        ..by_session
+    };
+    assert_eq!(seqs(list(after_first.clone(), 100).await), expect(&[2, 4]));
+    assert_eq!(seqs(list(after_first, 1).await), expect(&[2]));
+    assert_eq!(
+        seqs(list(EgressDecisionFilter::default(), 0).await),
+        Vec::<i64>::new()
+    );
+
+    // Nothing of b's shows through a's filters, and the other way round.
+    let b_filter = EgressDecisionFilter {
+        session_id: Some(s1),
+        reason: Some(allowed),
+        after: None,
+    };
+    assert_eq!(
+        ok(
+            store.list_egress_decisions(b.id, &b_filter, 100).await,
+            "list decisions"
+        ),
+        b_stored
+    );
+}
+
+/// The first value stored under a name stays, even when writers race for it.
+pub async fn deployment_value_first_writer_wins(store: Arc<dyn Store>) {
+    assert_eq!(
+        ok(
+            store
+                .deployment_value_or_insert("egress-ca", b"first")
+                .await,
+            "insert value"
+        ),
+        b"first".to_vec()
+    );
+    assert_eq!(
+        ok(
+            store
+                .deployment_value_or_insert("egress-ca", b"second")
+                .await,
+            "insert again"
+        ),
+        b"first".to_vec()
+    );
+    assert_eq!(
+        ok(
+            store.deployment_value_or_insert("other", &[0, 255]).await,
+            "insert another name"
+        ),
+        vec![0, 255]
+    );
+
+    const WRITERS: u8 = 8;
+    let mut tasks = JoinSet::new();
+    for writer in 0..WRITERS {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            ok(
+                store
+                    .deployment_value_or_insert("raced", &[writer; 16])
+                    .await,
+                "racing insert",
+            )
+        });
+    }
+    let values = tasks.join_all().await;
+    let winner = values[0].clone();
+    assert!(
+        (0..WRITERS).any(|writer| winner == [writer; 16]),
+        "{winner:?}"
+    );
+    assert!(values.iter().all(|value| *value == winner), "{values:?}");
+    assert_eq!(
+        ok(
+            store.deployment_value_or_insert("raced", b"late").await,
+            "late insert"
+        ),
+        winner
+    );
 }
 
 // ---------------------------------------------------------------------------------------

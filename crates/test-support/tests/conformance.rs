@@ -80,4 +80,13 @@ conformance_tests![
     idempotency_stale_claim_taken_over,
     idempotency_records_expire,
     concurrent_idempotency_begins,
+    egress_policy_versions,
+    concurrent_egress_policy_puts,
+    secrets_create_get_list,
+    delete_secret_revokes_leases,
+    credential_leases_create_get_list,
+    credential_lease_renewal,
+    credential_lease_revocation,
+    egress_decisions_append_list,
+    deployment_value_first_writer_wins,
 ];

@@ -28,6 +28,7 @@ fn every_migration() -> Vec<(i64, String)> {
     vec![
         (1, "foundation".to_owned()),
         (2, "idempotency_expiry".to_owned()),
+        (3, "egress".to_owned()),
     ]
 }
 
