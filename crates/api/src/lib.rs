@@ -36,6 +36,10 @@ pub struct ApiOptions {
     /// How long an authenticated key is trusted without asking the store again; bounds
     /// how late a revocation made on another node takes effect here.
     pub key_cache_ttl: Duration,
+    /// How long a credential lease lasts when the request names no TTL.
+    pub lease_default_ttl: Duration,
+    /// The longest a credential lease may last, renewals included.
+    pub lease_max_ttl: Duration,
 }
 
 impl Default for ApiOptions {
@@ -45,6 +49,8 @@ impl Default for ApiOptions {
             max_file_bytes: 64 << 20,
             idempotency_stale_after: Duration::from_secs(60),
             key_cache_ttl: Duration::from_secs(2),
+            lease_default_ttl: Duration::from_secs(15 * 60),
+            lease_max_ttl: Duration::from_secs(60 * 60),
         }
     }
 }

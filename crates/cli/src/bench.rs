@@ -30,6 +30,9 @@ enum BenchTarget {
     Sessions(SessionsArgs),
     /// Sandbox start-up, exec round trips and density, next to bubblewrap (needs root).
     Sandboxes(crate::bench_sandbox::SandboxArgs),
+    /// The egress gateway next to squid and direct connections (needs squid for the
+    /// comparison).
+    Egress(crate::bench_egress::EgressArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,6 +70,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     let result = match args.target {
         BenchTarget::Sessions(args) => sessions(args).await,
         BenchTarget::Sandboxes(args) => crate::bench_sandbox::run(args).await,
+        BenchTarget::Egress(args) => crate::bench_egress::run(args).await,
     };
     match result {
         Ok(()) => exit::code(exit::OK),

@@ -24,18 +24,18 @@ pub struct SandboxArgs {
     bwrap: PathBuf,
 }
 
-const BENCH_TOKEN: &str = "cordon_bench_sandboxes_0123456789abcdefghijklmnopqrstuvwxyz";
+pub(crate) const BENCH_TOKEN: &str = "cordon_bench_sandboxes_0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// Milliseconds, sorted on demand.
 #[derive(Debug, Default)]
-struct Timings(Vec<f64>);
+pub(crate) struct Timings(Vec<f64>);
 
 impl Timings {
-    fn push(&mut self, elapsed: Duration) {
+    pub(crate) fn push(&mut self, elapsed: Duration) {
         self.0.push(elapsed.as_secs_f64() * 1000.0);
     }
 
-    fn quantile(&mut self, q: f64) -> f64 {
+    pub(crate) fn quantile(&mut self, q: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;
         }
@@ -51,13 +51,13 @@ impl Timings {
     }
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Api {
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -73,7 +73,7 @@ impl Api {
         Ok(value)
     }
 
-    async fn session(&self) -> anyhow::Result<String> {
+    pub(crate) async fn session(&self) -> anyhow::Result<String> {
         let session = self
             .post(
                 "/v1/sessions",
@@ -86,7 +86,7 @@ impl Api {
             .context("no session id")
     }
 
-    async fn activate(&self, id: &str) -> anyhow::Result<()> {
+    pub(crate) async fn activate(&self, id: &str) -> anyhow::Result<()> {
         self.post(&format!("/v1/sessions/{id}/activate"), json!({}))
             .await
             .map(|_| ())

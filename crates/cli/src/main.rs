@@ -4,6 +4,7 @@
 //! stderr, errors with their reason code. Exit codes are listed in [`exit`].
 
 mod bench;
+mod bench_egress;
 mod bench_sandbox;
 mod client;
 mod egress;

@@ -316,7 +316,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     if attached > 0 {
         tracing::info!(attached, "egress reattached to running sandboxes");
     }
-    let state = AppState::new(control.clone(), policy, ApiOptions::default());
+    let api_options = ApiOptions {
+        lease_max_ttl: config.egress.lease_max_ttl,
+        lease_default_ttl: ApiOptions::default()
+            .lease_default_ttl
+            .min(config.egress.lease_max_ttl),
+        ..ApiOptions::default()
+    };
+    let state = AppState::new(control.clone(), policy, api_options);
     let router = cordon_api::router(state);
     let (shutdown, shutdown_requested) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -106,13 +106,14 @@ impl StoreEgressEnv {
         let mut credentials = Vec::new();
         let mut secrets: HashMap<_, Option<SecretRecord>> = HashMap::new();
         for lease in leases {
-            if !secrets.contains_key(&lease.secret_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = secrets.entry(lease.secret_id)
+            {
                 let secret = self
                     .store
                     .get_secret(key.tenant_id, lease.secret_id)
                     .await
                     .map_err(|e| e.to_string())?;
-                secrets.insert(lease.secret_id, secret);
+                slot.insert(secret);
             }
             let Some(Some(secret)) = secrets.get(&lease.secret_id) else {
                 continue;

@@ -509,12 +509,12 @@ impl Conn<'_> {
         pending.policy_version.clone_from(&view.policy.version);
         let policy = &view.policy.policy;
         let literal = parse_ip_literal(destination.host);
+        // Non-public ranges a class opens belong to its hosts, whatever else it says.
+        let host_classes = policy.classes_for_host(view.subject(), destination.host);
         if let Some(ip) = literal {
             // An address written in any encoding is checked as the address it is.
             pending.address = Some(ip.to_string());
-            let classes: Vec<&ServiceClass> =
-                policy.classes_for(view.subject(), destination).collect();
-            self.check_address(ip, destination.port, &classes)?;
+            self.check_address(ip, destination.port, &host_classes)?;
         }
         match policy.decide(view.subject(), destination) {
             Verdict::Allow {
@@ -567,7 +567,7 @@ impl Conn<'_> {
         let address = match literal {
             Some(ip) => SocketAddr::new(ip, destination.port),
             None => {
-                self.resolve(destination.host, destination.port, &classes, pending)
+                self.resolve(destination.host, destination.port, &host_classes, pending)
                     .await?
             }
         };

@@ -237,7 +237,7 @@ pub fn response_framing(method: &str, head: &ResponseHead) -> Result<Framing, Ht
     }
     let te: Vec<&[u8]> = header(&head.headers, "transfer-encoding").collect();
     if !te.is_empty() {
-        if !header(&head.headers, "content-length").next().is_none() {
+        if header(&head.headers, "content-length").next().is_some() {
             return Err(malformed(
                 "response with both Content-Length and Transfer-Encoding",
             ));

@@ -286,6 +286,28 @@ impl EgressPolicy {
     }
 }
 
+impl EgressPolicy {
+    /// The service classes a rule covering `subject` lists whose hosts match `host`,
+    /// whatever the port or method: their address ranges say which non-public
+    /// addresses the host may resolve to.
+    pub fn classes_for_host<'p>(
+        &'p self,
+        subject: Subject<'_>,
+        host: &str,
+    ) -> Vec<&'p ServiceClass> {
+        let mut classes: Vec<&ServiceClass> = self
+            .rules
+            .iter()
+            .filter(|r| r.covers(subject))
+            .flat_map(|r| r.service_classes.iter())
+            .filter_map(|name| self.service_class(name))
+            .filter(|c| c.matches_host(host))
+            .collect();
+        classes.dedup_by(|a, b| a.name == b.name);
+        classes
+    }
+}
+
 fn rank(reason: ReasonCode) -> u8 {
     match reason {
         ReasonCode::EgressPortNotAllowed => 1,

@@ -64,6 +64,28 @@ pub enum Action {
     SessionFilesRead,
     /// Write or delete the sandbox's files.
     SessionFilesWrite,
+    /// Read the tenant's egress policy.
+    EgressPolicyRead,
+    /// Replace the tenant's egress policy.
+    EgressPolicyWrite,
+    /// Read the egress gateway's decisions in the tenant.
+    EgressDecisionsRead,
+    /// Store a secret (its value is never read back).
+    SecretCreate,
+    /// List the tenant's secrets (metadata only).
+    SecretList,
+    /// Read one secret's metadata.
+    SecretRead,
+    /// Delete a secret, revoking its leases.
+    SecretDelete,
+    /// Lend a secret to the session.
+    SessionLeaseCreate,
+    /// List the session's credential leases.
+    SessionLeaseList,
+    /// Extend one of the session's credential leases.
+    SessionLeaseRenew,
+    /// Revoke one of the session's credential leases.
+    SessionLeaseRevoke,
 }
 
 impl Action {
@@ -88,6 +110,17 @@ impl Action {
             Action::SessionExec => "session.exec",
             Action::SessionFilesRead => "session.files.read",
             Action::SessionFilesWrite => "session.files.write",
+            Action::EgressPolicyRead => "egress.policy.read",
+            Action::EgressPolicyWrite => "egress.policy.write",
+            Action::EgressDecisionsRead => "egress.decisions.read",
+            Action::SecretCreate => "secret.create",
+            Action::SecretList => "secret.list",
+            Action::SecretRead => "secret.read",
+            Action::SecretDelete => "secret.delete",
+            Action::SessionLeaseCreate => "session.lease.create",
+            Action::SessionLeaseList => "session.lease.list",
+            Action::SessionLeaseRenew => "session.lease.renew",
+            Action::SessionLeaseRevoke => "session.lease.revoke",
         }
     }
 }

@@ -264,6 +264,131 @@ fn default_policies_decide_each_role() {
             session_of(someone_else),
         ),
     );
+    let own = Resource::Tenant(tenant);
+    let egress_rows = [
+        (
+            "admin egress.policy.write",
+            &admin,
+            Action::EgressPolicyWrite,
+            own,
+        ),
+        (
+            "admin secret.delete other tenant",
+            &admin,
+            Action::SecretDelete,
+            Resource::Tenant(other_tenant),
+        ),
+        (
+            "system secret.create other tenant",
+            &system,
+            Action::SecretCreate,
+            Resource::Tenant(other_tenant),
+        ),
+        (
+            "operator secret.create",
+            &operator,
+            Action::SecretCreate,
+            own,
+        ),
+        ("operator secret.read", &operator, Action::SecretRead, own),
+        ("agent secret.create", &agent, Action::SecretCreate, own),
+        ("agent secret.list", &agent, Action::SecretList, own),
+        ("agent secret.read", &agent, Action::SecretRead, own),
+        (
+            "agent egress.policy.read",
+            &agent,
+            Action::EgressPolicyRead,
+            own,
+        ),
+        (
+            "agent egress.decisions.read",
+            &agent,
+            Action::EgressDecisionsRead,
+            own,
+        ),
+        (
+            "auditor egress.policy.read",
+            &auditor,
+            Action::EgressPolicyRead,
+            own,
+        ),
+        (
+            "auditor egress.decisions.read",
+            &auditor,
+            Action::EgressDecisionsRead,
+            own,
+        ),
+        ("auditor secret.list", &auditor, Action::SecretList, own),
+        (
+            "auditor egress.policy.write",
+            &auditor,
+            Action::EgressPolicyWrite,
+            own,
+        ),
+        ("auditor secret.delete", &auditor, Action::SecretDelete, own),
+    ];
+    for (label, who, action, resource) in egress_rows {
+        row(label, check(&engine, who, action, resource));
+    }
+    let lease_rows = [
+        (
+            "admin lease.create any session",
+            &admin,
+            Action::SessionLeaseCreate,
+            someone_else,
+        ),
+        (
+            "operator lease.renew any session",
+            &operator,
+            Action::SessionLeaseRenew,
+            someone_else,
+        ),
+        (
+            "operator lease.revoke any session",
+            &operator,
+            Action::SessionLeaseRevoke,
+            someone_else,
+        ),
+        (
+            "agent lease.create own session",
+            &agent,
+            Action::SessionLeaseCreate,
+            agent.key_id,
+        ),
+        (
+            "agent lease.revoke own session",
+            &agent,
+            Action::SessionLeaseRevoke,
+            agent.key_id,
+        ),
+        (
+            "agent lease.list own session",
+            &agent,
+            Action::SessionLeaseList,
+            agent.key_id,
+        ),
+        (
+            "agent lease.list other's session",
+            &agent,
+            Action::SessionLeaseList,
+            someone_else,
+        ),
+        (
+            "auditor lease.list",
+            &auditor,
+            Action::SessionLeaseList,
+            someone_else,
+        ),
+        (
+            "auditor lease.create",
+            &auditor,
+            Action::SessionLeaseCreate,
+            someone_else,
+        ),
+    ];
+    for (label, who, action, owner) in lease_rows {
+        row(label, check(&engine, who, action, session_of(owner)));
+    }
     let expected = r#"system tenant.create                         allow
 system key.create other tenant               allow
 admin tenant.create                          deny ["only-system-manages-tenants", "tenant-isolation"]
@@ -292,7 +417,31 @@ agent exec other's session                   deny ["agent-own-sessions-only"]
 auditor read files                           allow
 auditor write files                          deny ["auditor-read-only"]
 auditor exec                                 deny ["auditor-read-only"]
-operator exec any session                    allow"#;
+operator exec any session                    allow
+admin egress.policy.write                    allow
+admin secret.delete other tenant             deny ["tenant-isolation"]
+system secret.create other tenant            allow
+operator secret.create                       deny ["only-admins-manage-egress"]
+operator secret.read                         allow
+agent secret.create                          deny ["only-admins-manage-egress"]
+agent secret.list                            deny ["agent-no-secret-access"]
+agent secret.read                            deny ["agent-no-secret-access"]
+agent egress.policy.read                     deny ["agent-no-secret-access"]
+agent egress.decisions.read                  deny ["agent-no-secret-access"]
+auditor egress.policy.read                   allow
+auditor egress.decisions.read                allow
+auditor secret.list                          allow
+auditor egress.policy.write                  deny ["auditor-read-only", "only-admins-manage-egress"]
+auditor secret.delete                        deny ["auditor-read-only", "only-admins-manage-egress"]
+admin lease.create any session               allow
+operator lease.renew any session             allow
+operator lease.revoke any session            allow
+agent lease.create own session               deny ["agents-cannot-lease"]
+agent lease.revoke own session               deny ["agents-cannot-lease"]
+agent lease.list own session                 allow
+agent lease.list other's session             deny ["agent-own-sessions-only"]
+auditor lease.list                           allow
+auditor lease.create                         deny ["auditor-read-only"]"#;
     assert_eq!(table.join("\n"), expected);
 }
 

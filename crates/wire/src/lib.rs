@@ -6,6 +6,13 @@ use cordon_core::{Labels, Phase, Role, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod egress;
+
+pub use egress::{
+    CreateLeaseRequest, CreateSecretRequest, EgressDecisionBody, EgressDecisionList,
+    EgressPolicyBody, LeaseBody, LeaseList, RenewLeaseRequest, SecretBody, SecretList,
+};
+
 /// Every error response: `{"error":{"code","message","request_id"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {

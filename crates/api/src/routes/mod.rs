@@ -1,6 +1,7 @@
 //! Route table. Every route is registered through `utoipa_axum::routes!`, which adds
 //! it to the router and to the OpenAPI document in one step, so the two cannot drift.
 
+mod egress;
 mod keys;
 mod sandbox;
 mod sessions;
@@ -36,6 +37,7 @@ use crate::error::ApiError;
         (name = "keys", description = "API keys and their roles"),
         (name = "sessions", description = "Session control records and their lifecycle"),
         (name = "sandbox", description = "The session's sandbox: exec, processes, files"),
+        (name = "egress", description = "Egress policy, secrets, credential leases, decisions"),
     )
 )]
 struct ApiDoc;
@@ -77,6 +79,14 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(sandbox::get_sandbox))
         .routes(routes!(sandbox::list_files))
         .routes(routes!(sandbox::get_file, sandbox::delete_file))
+        .routes(routes!(egress::get_policy, egress::put_policy))
+        .routes(routes!(egress::list_decisions))
+        .routes(routes!(egress::get_ca))
+        .routes(routes!(egress::create_secret, egress::list_secrets))
+        .routes(routes!(egress::get_secret, egress::delete_secret))
+        .routes(routes!(egress::create_lease, egress::list_leases))
+        .routes(routes!(egress::renew_lease))
+        .routes(routes!(egress::revoke_lease))
         // Uploads may be larger than other request bodies.
         .merge(
             OpenApiRouter::new()

@@ -38,6 +38,7 @@ macro_rules! backend_tests {
 mod auth;
 mod bad_input;
 mod concurrency;
+mod egress;
 mod idempotency;
 mod lifecycle;
 mod listing;
@@ -73,13 +74,21 @@ impl Drop for TestServer {
 
 impl TestServer {
     pub async fn start(backend: TestBackend) -> TestServer {
+        Self::start_with(backend, Control::new).await
+    }
+
+    /// A server whose `Control` is built by `control` (for example with runtimes).
+    pub async fn start_with(
+        backend: TestBackend,
+        control: impl FnOnce(Arc<dyn Store>, ControlOptions) -> Control,
+    ) -> TestServer {
         let test_store = test_store(backend).await;
         let store = Arc::clone(&test_store.store);
         let admin_key_id = match cordon_api::bootstrap(store.as_ref(), BOOTSTRAP_TOKEN).await {
             Ok(BootstrapOutcome::Created { key_id }) => key_id.to_string(),
             other => panic!("bootstrap of an empty store: {other:?}"),
         };
-        let control = Control::new(
+        let control = control(
             Arc::clone(&store),
             ControlOptions {
                 node_id: "test-node".into(),

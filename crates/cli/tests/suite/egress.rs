@@ -182,6 +182,8 @@ fn test_tls(name: &str) -> (String, Arc<rustls::ServerConfig>) {
 struct World {
     sandboxed: Sandboxed,
     upstream: Upstream,
+    /// The server's arguments, for a restart.
+    args: Vec<String>,
     _files: tempfile::TempDir,
 }
 
@@ -237,6 +239,7 @@ fn world_with(backend: Backend, upstream: Upstream, classes: Vec<Value>, args: &
     World {
         sandboxed,
         upstream,
+        args: all.iter().map(|a| (*a).to_owned()).collect(),
         _files: files,
     }
 }
@@ -277,6 +280,24 @@ impl World {
         );
         assert_eq!(status, 200, "{body}");
         body["decisions"].as_array().unwrap().clone()
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same state.
+    fn restart(self) -> World {
+        let World {
+            sandboxed,
+            upstream,
+            args,
+            _files,
+        } = self;
+        let place = sandboxed.server.kill9();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        World {
+            sandboxed: start_with_args(place, &argv, &[]),
+            upstream,
+            args,
+            _files,
+        }
     }
 
     fn upstream_url(&self, path: &str) -> String {
@@ -672,4 +693,96 @@ fn transparent_ports(backend: Backend) {
     assert_eq!(w.upstream.connections(), seen);
 }
 
-on_both_backends!(red_team, leased_credentials, transparent_ports);
+/// A tenant's own policy, stored through the API, replaces the file's at once; a rule
+/// in report mode forwards what it would refuse and records why.
+fn policy_through_the_api(backend: Backend) {
+    let w = world(backend);
+    let id = w.session();
+    let port = w.upstream.http.port();
+    let other_port = port.wrapping_add(1).max(1);
+    let s = &w.sandboxed;
+    // Enforce: the upstream's real port is not listed.
+    let document = json!({
+        "service_classes": [{"name": "up", "hosts": ["upstream.test"], "ports": [other_port],
+                             "address_ranges": ["127.0.0.2/32"]}],
+        "rules": [{"name": "strict", "service_classes": ["up"], "environments": ["*"],
+                   "workload_classes": ["*"]}]
+    });
+    let (status, stored) = s.json(Method::PUT, "/v1/egress/policy", Some(document.clone()));
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["version"], "tenant/1");
+    assert_eq!(
+        w.probe(&id, &["get", &w.upstream_url("/")]),
+        "403 EGRESS_PORT_NOT_ALLOWED"
+    );
+    let before = w.upstream.connections();
+    // The same rule in report mode: forwarded, recorded with the reason it would have had.
+    let mut report = document;
+    report["rules"][0]["mode"] = json!("report");
+    let (status, stored) = s.json(Method::PUT, "/v1/egress/policy", Some(report));
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["version"], "tenant/2");
+    assert_eq!(
+        w.probe(&id, &["get", &w.upstream_url("/")]),
+        "200 - hello from upstream"
+    );
+    assert_eq!(w.upstream.connections(), before + 1);
+    // Report mode never opens non-public addresses.
+    assert_eq!(
+        w.probe(&id, &["get", &format!("http://localhost:{port}/")]),
+        "403 EGRESS_NON_PUBLIC_ADDRESS"
+    );
+    let decisions = w.decisions(&id);
+    let reported = decisions
+        .iter()
+        .find(|d| d["mode"] == "report")
+        .expect("a report-mode decision");
+    assert_eq!(reported["reason"], "EGRESS_PORT_NOT_ALLOWED");
+    assert_eq!(reported["policy_version"], "tenant/2");
+    assert_eq!(reported["rule"], "strict");
+    assert_eq!(reported["status"], 200);
+    let (status, body) = s.json(
+        Method::PUT,
+        "/v1/egress/policy",
+        Some(
+            json!({"rules": [{"name": "r", "service_classes": ["missing"],
+                               "environments": ["*"], "workload_classes": ["*"]}]}),
+        ),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "EGRESS_POLICY_INVALID", "{body}");
+}
+
+/// After `kill -9` and a restart, the server serves the running sandbox's egress again.
+fn egress_survives_restart(backend: Backend) {
+    let w = world(backend);
+    let id = w.session();
+    assert_eq!(
+        w.probe(&id, &["get", &w.upstream_url("/")]),
+        "200 - hello from upstream"
+    );
+    let w = w.restart();
+    assert_eq!(
+        w.probe(&id, &["get", &w.upstream_url("/")]),
+        "200 - hello from upstream"
+    );
+    assert_eq!(
+        w.probe(&id, &["get", "http://example.com/"]),
+        "403 EGRESS_DESTINATION_NOT_ALLOWED"
+    );
+    // Closing the session stops its egress and removes the sandbox.
+    w.sandboxed
+        .server
+        .cli(&["session", "close", &id, "--yes"])
+        .success();
+    let decisions = w.decisions(&id);
+    assert!(decisions.len() >= 3, "{decisions:?}");
+}
+
+on_both_backends!(
+    red_team,
+    leased_credentials,
+    transparent_ports,
+    policy_through_the_api,
+    egress_survives_restart
+);
