@@ -638,7 +638,7 @@ fn leased_credentials(backend: Backend) {
     assert_eq!(status, 201);
     s.server.cli(&["session", "suspend", &id]).success();
     let (_, leases) = s.json(Method::GET, &format!("/v1/sessions/{id}/leases"), None);
-    let leases = leases["leases"].as_array().unwrap();
+    let leases = leases["items"].as_array().unwrap();
     assert!(
         leases.iter().all(|l| !l["revoked_at"].is_null()),
         "{leases:?}"
