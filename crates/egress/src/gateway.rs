@@ -27,6 +27,10 @@ use crate::tls::EgressCa;
 pub const PROXY_PORT: u16 = 3128;
 /// Header naming the reason code of every answer the gateway itself gives.
 pub const REASON_HEADER: &str = "x-cordon-reason";
+/// Connections one session may have open through the gateway at once.
+pub const MAX_CONNECTIONS_PER_SESSION: usize = 512;
+/// Decisions written per transaction, at most.
+const RECORD_BATCH: usize = 4096;
 /// TTL of the in-sandbox resolver's answers.
 const DNS_TTL: u32 = 5;
 
@@ -221,14 +225,18 @@ impl Gateway {
             (listeners.http, Entry::TransparentHttp),
             (listeners.https, Entry::TransparentTls),
         ];
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_SESSION));
         for (listener, entry) in entries {
             if let Some(listener) = listener {
                 listener.set_nonblocking(true)?;
                 let listener = TcpListener::from_std(listener)?;
                 let gateway = self.clone();
                 let closed = closed_rx.clone();
+                let open = Arc::clone(&open);
                 tasks.push(tokio::spawn(async move {
-                    gateway.accept_loop(key, listener, entry, closed).await;
+                    gateway
+                        .accept_loop(key, listener, entry, closed, open)
+                        .await;
                 }));
             }
         }
@@ -270,6 +278,7 @@ impl Gateway {
         listener: TcpListener,
         entry: Entry,
         closed: watch::Receiver<bool>,
+        open: Arc<tokio::sync::Semaphore>,
     ) {
         loop {
             let stream = match listener.accept().await {
@@ -280,6 +289,11 @@ impl Gateway {
                     continue;
                 }
             };
+            // A sandbox cannot make the server hold unbounded sockets for it.
+            let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                tracing::warn!(session = %key.session_id, limit = MAX_CONNECTIONS_PER_SESSION, "egress: connection limit reached; connection dropped");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let gateway = self.clone();
             let mut closed = closed.clone();
@@ -288,6 +302,7 @@ impl Gateway {
                     () = gateway.serve_connection(key, Box::new(stream), entry) => {}
                     _ = closed.wait_for(|c| *c) => {}
                 }
+                drop(permit);
             });
         }
     }
@@ -1181,13 +1196,18 @@ impl Conn<'_> {
                 .await;
             return;
         }
-        let copied = tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut upstream,
-            64 << 10,
-            64 << 10,
-        )
-        .await;
+        let copied = match client.tcp() {
+            Some(tcp) => crate::splice::tunnel(tcp, &upstream).await,
+            None => {
+                tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    64 << 10,
+                    64 << 10,
+                )
+                .await
+            }
+        };
         let (sent, received) = copied.unwrap_or((0, 0));
         let reason = pending.would_deny.unwrap_or(ReasonCode::EgressAllowed);
         self.record(pending.finish(reason, None, sent + first.len() as u64, received))
@@ -1444,6 +1464,8 @@ fn parse_target(head: &RequestHead, target: &Target) -> Result<TargetParts, Stri
     }
 }
 
+impl http::Io for Prefixed {}
+
 /// A stream that first replays bytes already read from it.
 struct Prefixed {
     prefix: Vec<u8>,
@@ -1494,8 +1516,8 @@ impl tokio::io::AsyncWrite for Prefixed {
 
 /// Writes decisions in batches; acknowledges each once its batch is stored.
 async fn record_loop(env: Arc<dyn EgressEnv>, mut queue: mpsc::Receiver<Recorded>) {
-    let mut batch = Vec::with_capacity(1024);
-    while queue.recv_many(&mut batch, 1024).await > 0 {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let (decisions, acks): (Vec<EgressDecision>, Vec<Option<oneshot::Sender<()>>>) =
             batch.drain(..).unzip();
         let count = decisions.len();
@@ -1515,6 +1537,7 @@ async fn dns_loop(socket: UdpSocket) {
     let mut packet = [0u8; 1500];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut packet).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let query = &packet[..n];
