@@ -51,41 +51,53 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// One direction: fills the pipe from `from` while it has room and drains it into `to`
+/// while `to` takes bytes, whichever is ready first, so neither side waits for the
+/// other's whole chunk.
 async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
     let (pipe_read, pipe_write) = pipe()?;
+    // SAFETY: F_GETPIPE_SZ only reads the pipe's capacity.
+    let capacity = match unsafe { libc::fcntl(pipe_write.as_raw_fd(), libc::F_GETPIPE_SZ) } {
+        n if n > 0 => usize::try_from(n).unwrap_or(1 << 16),
+        _ => 1 << 16,
+    };
+    let mut in_pipe = 0usize;
     let mut total = 0u64;
+    let mut ended = false;
     loop {
-        let n = loop {
-            from.readable().await?;
-            match from.try_io(Interest::READABLE, || {
-                splice(
-                    from.as_raw_fd(),
-                    pipe_write.as_raw_fd(),
-                    PIPE_BYTES as usize,
-                )
-            }) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        };
-        if n == 0 {
-            // The sender finished: pass the end on, keep the other direction open.
+        if ended && in_pipe == 0 {
+            // The sender finished and everything went on: pass the end along and keep
+            // the other direction open.
             // SAFETY: shutdown on an open socket descriptor.
             unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
             return Ok(total);
         }
-        let mut left = n;
-        while left > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(pipe_read.as_raw_fd(), to.as_raw_fd(), left)
-            }) {
-                Ok(moved) => left -= moved,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+        let can_fill = !ended && in_pipe < capacity;
+        tokio::select! {
+            ready = from.readable(), if can_fill => {
+                ready?;
+                match from.try_io(Interest::READABLE, || {
+                    splice(from.as_raw_fd(), pipe_write.as_raw_fd(), capacity - in_pipe)
+                }) {
+                    Ok(0) => ended = true,
+                    Ok(n) => in_pipe += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            ready = to.writable(), if in_pipe > 0 => {
+                ready?;
+                match to.try_io(Interest::WRITABLE, || {
+                    splice(pipe_read.as_raw_fd(), to.as_raw_fd(), in_pipe)
+                }) {
+                    Ok(n) => {
+                        in_pipe -= n;
+                        total += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
-        total += n as u64;
     }
 }
