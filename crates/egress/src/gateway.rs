@@ -893,6 +893,23 @@ impl Conn<'_> {
             });
             pending.credential = Some(secret);
         }
+        // A client waiting for `100 Continue` gets it from the gateway, which then
+        // sends the body on at once: the upstream never sees the expectation.
+        let expects = headers.iter().any(|h| {
+            h.name == "expect" && h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
+        });
+        if expects {
+            headers.retain(|h| h.name != "expect");
+            if framing != Framing::None
+                && client
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+            {
+                return Next::Close;
+            }
+        }
         let request = http::encode_request(&head.method, &path, &headers);
         let sent = match http::send_message(request, framing, client, &mut conn.io).await {
             Ok(n) => n,

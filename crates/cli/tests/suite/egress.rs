@@ -766,6 +766,17 @@ fn egress_survives_restart(backend: Backend) {
         w.probe(&id, &["get", &w.upstream_url("/")]),
         "200 - hello from upstream"
     );
+    // A real tool through the proxy variables: curl, with a body it announces with
+    // `Expect: 100-continue` (the gateway answers the expectation itself).
+    let curl = w.sandboxed.ok(
+        &id,
+        &format!(
+            "head -c 200000 /dev/zero > /tmp/body && curl -sS --max-time 20 -o /dev/null -w '%{{http_code}}' \
+             -H 'Expect: 100-continue' --data-binary @/tmp/body {}",
+            w.upstream_url("/upload")
+        ),
+    );
+    assert_eq!(curl, "200");
     assert_eq!(
         w.probe(&id, &["get", "http://example.com/"]),
         "403 EGRESS_DESTINATION_NOT_ALLOWED"
