@@ -14,29 +14,9 @@ const MAX_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 4096;
 
 /// Anything the gateway reads and writes: TCP, TLS, test pipes.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
-    /// The TCP socket underneath, when this is a plain TCP connection (blind tunnels
-    /// then move bytes with splice(2)).
-    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
-        None
-    }
-}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub type BoxIo = Box<dyn Io>;
-
-impl Io for tokio::net::TcpStream {
-    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
-        Some(self)
-    }
-}
-impl Io for BoxIo {
-    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
-        (**self).tcp()
-    }
-}
-impl<T: Io> Io for tokio_rustls::server::TlsStream<T> {}
-impl<T: Io> Io for tokio_rustls::client::TlsStream<T> {}
-impl Io for tokio::io::DuplexStream {}
-impl Io for tokio::net::UnixStream {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

@@ -18,7 +18,6 @@ pub mod http;
 pub mod policy;
 pub mod secrets;
 pub mod sni;
-mod splice;
 pub mod tls;
 
 pub use gateway::{
