@@ -729,6 +729,8 @@ impl Conn<'_> {
         self.record(decision).await;
         let _ = client.write_all(&refusal_response(status, &denial)).await;
         let _ = client.flush().await;
+        // The conversation ends here; over TLS this sends close_notify.
+        let _ = client.shutdown().await;
     }
 
     async fn serve_http(&self, mut client: BufReader<BoxIo>, target: Target) {
@@ -832,6 +834,11 @@ impl Conn<'_> {
             port,
             method: Some(&head.method),
         };
+        // An idle upstream connection the server closed (or that sent something
+        // unasked) is dropped here, before it could turn this request into a 502.
+        if upstream.as_mut().is_some_and(|u| !idle_and_open(u)) {
+            *upstream = None;
+        }
         let reuse = upstream
             .as_ref()
             .is_some_and(|u| u.host == host && u.port == port);
@@ -941,9 +948,12 @@ impl Conn<'_> {
                         && response.status < 200
                         && response.status != 101 =>
                 {
-                    // Interim responses go to the client as they are.
+                    // Interim responses go to the client, filtered like final ones.
+                    let mut headers = response.headers;
+                    http::strip_hop_by_hop(&mut headers);
+                    headers.retain(|h| !h.name.starts_with("x-cordon-"));
                     let interim =
-                        http::encode_response(response.status, &response.reason, &response.headers);
+                        http::encode_response(response.status, &response.reason, &headers);
                     if client.get_mut().write_all(&interim).await.is_err() {
                         return Next::Close;
                     }
@@ -1273,6 +1283,17 @@ impl Conn<'_> {
 enum Next {
     Continue,
     Close,
+}
+
+/// Whether an idle upstream connection can take another request: nothing to read yet
+/// (a closed connection reads as end of stream at once).
+fn idle_and_open(upstream: &mut Upstream) -> bool {
+    use tokio::io::AsyncBufRead;
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(
+        std::pin::Pin::new(&mut upstream.io).poll_fill_buf(&mut context),
+        std::task::Poll::Pending
+    )
 }
 
 fn kind_of(target: &Target) -> &'static str {
