@@ -790,7 +790,29 @@ fn egress_survives_restart(backend: Backend) {
     assert!(decisions.len() >= 3, "{decisions:?}");
 }
 
+/// With `--egress off` a sandbox has its loopback and nothing else: no proxy variables,
+/// no listeners, no resolver; the secrets API says egress is off.
+fn egress_off_means_no_way_out(backend: Backend) {
+    let upstream = Upstream::start("127.0.0.2", 0, 0, "api.test");
+    let w = world_with(backend, upstream, vec![], &["--egress", "off"]);
+    let id = w.session();
+    let env = w.probe(&id, &["env"]);
+    assert!(!env.contains("HTTP_PROXY"), "{env}");
+    assert_eq!(w.probe(&id, &["direct", "127.0.0.1", "3128"]), "error 111");
+    assert_eq!(w.probe(&id, &["direct", "127.0.0.1", "80"]), "error 111");
+    let resolved = w.probe(&id, &["resolve", "example.com"]);
+    assert!(resolved.starts_with("error"), "{resolved}");
+    assert_eq!(w.upstream.connections(), 0);
+    let (status, body) = w.sandboxed.json(
+        Method::POST,
+        "/v1/secrets",
+        Some(json!({"name": "k", "service_class": "c", "header": "x-key", "value": "v"})),
+    );
+    assert_eq!(status, 503, "{body}");
+}
+
 on_both_backends!(
+    egress_off_means_no_way_out,
     red_team,
     leased_credentials,
     transparent_ports,
