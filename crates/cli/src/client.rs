@@ -241,6 +241,10 @@ impl Client {
             message: format!("the connection to {} broke: {error}", self.base),
         })?;
         if status.is_success() {
+            // 204 No Content (a delete): nothing to parse.
+            if bytes.is_empty() {
+                return Ok(serde_json::Value::Null);
+            }
             return serde_json::from_slice(&bytes).map_err(|error| Failure {
                 code: exit::INTERNAL,
                 message: format!("the server sent invalid JSON: {error}"),

@@ -8,6 +8,7 @@ mod bench_egress;
 mod bench_sandbox;
 mod client;
 mod egress;
+mod egress_client;
 mod exit;
 mod sandbox_client;
 mod serve;
@@ -38,6 +39,12 @@ enum Command {
     Key(client::ClientArgs<client::KeyCommand>),
     /// Create, inspect and drive sessions.
     Session(client::ClientArgs<client::SessionCommand>),
+    /// Secrets for credential injection (admin key); values are read from stdin.
+    Secret(client::ClientArgs<egress_client::SecretCommand>),
+    /// Lend secrets to sessions: create, list, renew, revoke credential leases.
+    Lease(client::ClientArgs<egress_client::LeaseCommand>),
+    /// The tenant's egress policy and the gateway's decisions.
+    Egress(client::ClientArgs<egress_client::EgressCommand>),
     /// Run a command in a session's sandbox: `cordon exec SESSION -- PROGRAM ARGS...`.
     /// Streams its output and exits with its exit code.
     Exec(sandbox_client::ExecArgs),
@@ -78,6 +85,9 @@ fn main() -> std::process::ExitCode {
             Command::Tenant(args) => client::run_tenant(args).await,
             Command::Key(args) => client::run_key(args).await,
             Command::Session(args) => client::run_session(args).await,
+            Command::Secret(args) => egress_client::run_secret(args).await,
+            Command::Lease(args) => egress_client::run_lease(args).await,
+            Command::Egress(args) => egress_client::run_egress(args).await,
             Command::Exec(args) => sandbox_client::run_exec(args).await,
             Command::Files(args) => sandbox_client::run_files(args).await,
             Command::Process(args) => sandbox_client::run_process(args).await,

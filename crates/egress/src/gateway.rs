@@ -403,6 +403,13 @@ impl Pending {
         sent: u64,
         received: u64,
     ) -> EgressDecision {
+        // `report` only for a request a report-mode rule forwarded, recorded with the
+        // reason it would have been refused; every refusal is enforced.
+        let mode = if self.mode == Mode::Report && self.would_deny == Some(reason) {
+            Mode::Report
+        } else {
+            Mode::Enforce
+        };
         EgressDecision {
             seq: 0,
             tenant_id: self.key.tenant_id,
@@ -415,7 +422,7 @@ impl Pending {
             method: self.method,
             path: self.path,
             reason,
-            mode: self.mode.as_str().to_owned(),
+            mode: mode.as_str().to_owned(),
             service_class: self.service_class,
             rule: self.rule,
             policy_version: self.policy_version,

@@ -300,6 +300,23 @@ impl World {
         }
     }
 
+    /// The first decision of the session matching `matches`, waiting up to 10 s for it
+    /// (allowed requests are recorded in batches, after their answer).
+    fn decision_where(&self, id: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let decisions = self.decisions(id);
+            if let Some(found) = decisions.iter().find(|d| matches(d)) {
+                return found.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such decision among {decisions:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn upstream_url(&self, path: &str) -> String {
         format!("http://upstream.test:{}{path}", self.upstream.http.port())
     }
@@ -478,6 +495,7 @@ fn red_team(backend: Backend) {
     );
 
     // Every decision is recorded with its reason; denials are counted by reason.
+    let allowed = w.decision_where(&id, |d| d["reason"] == "EGRESS_ALLOWED");
     let decisions = w.decisions(&id);
     let reasons: Vec<&str> = decisions
         .iter()
@@ -493,10 +511,6 @@ fn red_team(backend: Backend) {
     ] {
         assert!(reasons.contains(&code), "no {code} among {reasons:?}");
     }
-    let allowed = decisions
-        .iter()
-        .find(|d| d["reason"] == "EGRESS_ALLOWED")
-        .unwrap();
     assert_eq!(allowed["host"], "upstream.test");
     assert_eq!(allowed["address"], "127.0.0.2");
     assert_eq!(allowed["path"], "/hello");
@@ -592,6 +606,8 @@ fn leased_credentials(backend: Backend) {
         "{everywhere}"
     );
 
+    let injected = w.decision_where(&id, |d| d["credential"] == "api-token");
+    assert_eq!(injected["reason"], "EGRESS_ALLOWED");
     let decisions = w.decisions(&id);
     let injected = decisions
         .iter()
@@ -732,11 +748,11 @@ fn policy_through_the_api(backend: Backend) {
         w.probe(&id, &["get", &format!("http://localhost:{port}/")]),
         "403 EGRESS_NON_PUBLIC_ADDRESS"
     );
-    let decisions = w.decisions(&id);
-    let reported = decisions
-        .iter()
-        .find(|d| d["mode"] == "report")
-        .expect("a report-mode decision");
+    // Allowed decisions are written in batches after the answer: wait for it.
+    let reported = w.decision_where(&id, |d| d["mode"] == "report");
+    let refused = w.decision_where(&id, |d| d["host"] == "localhost");
+    assert_eq!(refused["reason"], "EGRESS_NON_PUBLIC_ADDRESS");
+    assert_eq!(refused["mode"], "enforce", "a refusal is never report-only");
     assert_eq!(reported["reason"], "EGRESS_PORT_NOT_ALLOWED");
     assert_eq!(reported["policy_version"], "tenant/2");
     assert_eq!(reported["rule"], "strict");
@@ -786,8 +802,8 @@ fn egress_survives_restart(backend: Backend) {
         .server
         .cli(&["session", "close", &id, "--yes"])
         .success();
-    let decisions = w.decisions(&id);
-    assert!(decisions.len() >= 3, "{decisions:?}");
+    w.decision_where(&id, |d| d["reason"] == "EGRESS_ALLOWED");
+    w.decision_where(&id, |d| d["reason"] == "EGRESS_DESTINATION_NOT_ALLOWED");
 }
 
 /// With `--egress off` a sandbox has its loopback and nothing else: no proxy variables,
@@ -811,7 +827,87 @@ fn egress_off_means_no_way_out(backend: Backend) {
     assert_eq!(status, 503, "{body}");
 }
 
+/// The same flow through the command line: policy from a file, a secret's value from
+/// stdin (never an argument), a lease, and the decisions it led to.
+fn through_the_cli(backend: Backend) {
+    let w = world(backend);
+    let id = w.session();
+    let server = &w.sandboxed.server;
+    let files = tempfile::tempdir().unwrap();
+    let policy_file = files.path().join("policy.json");
+    std::fs::write(&policy_file, policy(&w.upstream, vec![]).to_string()).unwrap();
+    let set = server.cli(&["egress", "set-policy", policy_file.to_str().unwrap()]);
+    set.success();
+    let shown = server.cli(&["egress", "policy", "--json"]);
+    shown.success();
+    assert_eq!(shown.json()["version"], "tenant/1");
+
+    let mut child = std::process::Command::new(super::BIN)
+        .args([
+            "secret",
+            "create",
+            "--name",
+            "api-token",
+            "--service-class",
+            "test-api",
+        ])
+        .args([
+            "--header",
+            "Authorization",
+            "--format",
+            "Bearer {secret}",
+            "--json",
+        ])
+        .env("CORDON_URL", &server.url)
+        .env("CORDON_TOKEN", &server.token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{SECRET}").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let created = String::from_utf8(output.stdout).unwrap();
+    assert!(!created.contains(SECRET), "{created}");
+    let listed = server.cli(&["secret", "list"]);
+    listed.success();
+    let lease = server.cli(&["lease", "create", &id, "--secret", "api-token", "--json"]);
+    lease.success();
+    let lease_id = lease.json()["id"].as_str().unwrap().to_owned();
+    let url = format!("https://api.test:{}/whoami", w.upstream.tls.port());
+    assert_eq!(w.probe(&id, &["get", &url]), "200 - hello from upstream");
+    let last = w.upstream.heads().last().unwrap().to_ascii_lowercase();
+    // The newline that ended stdin is not part of the value.
+    assert!(
+        last.contains(&format!(
+            "authorization: bearer {}\r\n",
+            SECRET.to_ascii_lowercase()
+        )),
+        "{last}"
+    );
+    server.cli(&["lease", "revoke", &id, &lease_id]).success();
+    w.decision_where(&id, |d| d["credential"] == "api-token");
+    let decisions = server.cli(&["egress", "decisions", "--session", &id, "--json"]);
+    decisions.success();
+    let decisions = decisions.json();
+    assert!(
+        decisions["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["credential"] == "api-token"),
+        "{decisions}"
+    );
+    let refused = server.cli(&["egress", "decisions", "--reason", "NOT_A_CODE"]);
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+}
+
 on_both_backends!(
+    through_the_cli,
     egress_off_means_no_way_out,
     red_team,
     leased_credentials,
