@@ -643,12 +643,25 @@ impl Conn<'_> {
     ) -> Result<SocketAddr, Denial> {
         let addresses: Vec<IpAddr> = match self.gateway.config.resolve.get(host) {
             Some(fixed) => fixed.clone(),
-            None => match tokio::net::lookup_host((host, port)).await {
-                Ok(found) => found.map(|a| a.ip()).collect(),
-                Err(e) => {
+            // Bounded like a connect: a resolver that never answers must not hold the
+            // request (or a blocking thread's worth of it) forever.
+            None => match tokio::time::timeout(
+                self.gateway.config.connect_timeout,
+                tokio::net::lookup_host((host, port)),
+            )
+            .await
+            {
+                Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+                Ok(Err(e)) => {
                     return Err(deny(
                         ReasonCode::EgressDnsFailed,
                         format!("{host} does not resolve: {e}"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(deny(
+                        ReasonCode::EgressDnsFailed,
+                        format!("{host}: no answer from the resolver in time"),
                     ));
                 }
             },
