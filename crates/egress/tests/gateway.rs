@@ -140,6 +140,7 @@ struct Setup {
     policy: String,
     credentials: Vec<Credential>,
     resolve: Vec<String>,
+    unresolvable: Vec<String>,
     protected: Vec<SocketAddr>,
     roots: Option<String>,
     active: bool,
@@ -150,6 +151,7 @@ fn setup(policy: String) -> Setup {
         policy,
         credentials: Vec::new(),
         resolve: Vec::new(),
+        unresolvable: Vec::new(),
         protected: Vec::new(),
         roots: None,
         active: true,
@@ -160,6 +162,12 @@ impl Setup {
     /// Makes `name` resolve to 127.0.0.1.
     fn resolve(mut self, name: &str) -> Self {
         self.resolve.push(name.to_owned());
+        self
+    }
+
+    /// Makes `name` resolve to no address at all.
+    fn unresolvable(mut self, name: &str) -> Self {
+        self.unresolvable.push(name.to_owned());
         self
     }
 
@@ -206,6 +214,7 @@ impl Setup {
                 .resolve
                 .into_iter()
                 .map(|name| (name, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]))
+                .chain(self.unresolvable.into_iter().map(|name| (name, Vec::new())))
                 .collect(),
             protected: self.protected,
             upstream_roots_pem: self.roots,
@@ -1738,4 +1747,65 @@ async fn interim_responses_do_not_carry_upstream_cordon_or_hop_by_hop_headers() 
     );
     assert_eq!(interim.header("x-foo"), None, "{:?}", interim.headers);
     assert_eq!(interim.header("connection"), None, "{:?}", interim.headers);
+}
+
+/// The refusals that name the check that failed: scheme, method (enforced), a name with
+/// no address (502), an upstream that refuses the connection (502). None reaches an
+/// upstream, each is recorded with its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheme_method_dns_and_upstream_failures_are_refused_with_their_codes() {
+    let up = upstream(None, ok_reply("ok")).await;
+    let port = up.addr.port();
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let policy = format!(
+        r#"{{"service_classes":[
+            {{"name":"tls-only","hosts":["secure.test"],"ports":[{port}],"schemes":["https"],"address_ranges":["127.0.0.1/32"]}},
+            {{"name":"read-only","hosts":["api.test"],"ports":[{port}],"methods":["GET"],"address_ranges":["127.0.0.1/32"]}},
+            {{"name":"nowhere","hosts":["gone.test"],"ports":[{port}],"address_ranges":["127.0.0.1/32"]}},
+            {{"name":"closed","hosts":["closed.test"],"ports":[{closed}],"address_ranges":["127.0.0.1/32"]}}],
+          "rules":[{{"name":"r","service_classes":["tls-only","read-only","nowhere","closed"],"environments":["*"],"workload_classes":["*"]}}]}}"#
+    );
+    let h = setup(policy)
+        .resolve("secure.test")
+        .resolve("api.test")
+        .resolve("closed.test")
+        .unresolvable("gone.test")
+        .start();
+    let cases = [
+        (
+            format!("GET http://secure.test:{port}/ HTTP/1.1\r\nHost: secure.test:{port}\r\n\r\n"),
+            403,
+            ReasonCode::EgressSchemeNotAllowed,
+        ),
+        (
+            format!(
+                "POST http://api.test:{port}/ HTTP/1.1\r\nHost: api.test:{port}\r\nContent-Length: 0\r\n\r\n"
+            ),
+            403,
+            ReasonCode::EgressMethodNotAllowed,
+        ),
+        (
+            format!("GET http://gone.test:{port}/ HTTP/1.1\r\nHost: gone.test:{port}\r\n\r\n"),
+            502,
+            ReasonCode::EgressDnsFailed,
+        ),
+        (
+            format!(
+                "GET http://closed.test:{closed}/ HTTP/1.1\r\nHost: closed.test:{closed}\r\n\r\n"
+            ),
+            502,
+            ReasonCode::EgressUpstreamFailed,
+        ),
+    ];
+    for (request, status, reason) in cases {
+        let response = h.client().await.request(request.as_bytes()).await;
+        assert_eq!(response.status, status, "{request}");
+        assert_eq!(response.reason(), Some(reason.as_str()), "{request}");
+        let decision = h.env.one(reason).await;
+        assert_eq!(decision.mode, "enforce");
+    }
+    assert_eq!(up.connections(), 0);
 }
