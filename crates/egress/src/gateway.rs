@@ -451,7 +451,9 @@ fn deny(reason: ReasonCode, message: impl Into<String>) -> Denial {
 
 /// What an allowed destination resolved to, and what to do there.
 struct Plan {
-    address: SocketAddr,
+    /// The address to dial; `None` when the caller reuses a connection (its address was
+    /// checked when it was made).
+    address: Option<SocketAddr>,
     /// The credential header to set, if a live lease covers the destination.
     inject: Option<(String, String, String)>,
     /// Whether a tunnel must be intercepted (credentials or method rules apply).
@@ -521,15 +523,15 @@ impl Conn<'_> {
         }
     }
 
-    /// Decides a destination for `view`: policy, credentials, address. `pending` gets
-    /// what was learnt either way.
+    /// Decides a destination for `view`: policy, credentials, and (with `resolve`) the
+    /// address to dial. `pending` gets what was learnt either way.
     async fn plan(
         &self,
         view: &SessionView,
         destination: Destination<'_>,
         pending: &mut Pending,
         resolve: bool,
-    ) -> Result<Option<Plan>, Denial> {
+    ) -> Result<Plan, Denial> {
         pending.policy_version.clone_from(&view.policy.version);
         let policy = &view.policy.policy;
         let literal = parse_ip_literal(destination.host);
@@ -559,23 +561,11 @@ impl Conn<'_> {
             }
         }
         let classes: Vec<&ServiceClass> = policy.classes_for(view.subject(), destination).collect();
-        let now = Timestamp::now();
-        let mut inject = None;
-        let mut held = false;
-        for credential in &view.credentials {
-            if !classes.iter().any(|c| c.name == credential.service_class) {
-                continue;
-            }
-            held = true;
-            if let Some(value) = credential.live_value(now) {
-                inject = Some((
-                    credential.header_name.clone(),
-                    value.to_owned(),
-                    credential.secret_name.clone(),
-                ));
-                break;
-            }
-        }
+        let inject = credential_for(view, &classes);
+        let held = view
+            .credentials
+            .iter()
+            .any(|c| classes.iter().any(|class| class.name == c.service_class));
         if held && inject.is_none() && destination.method.is_some() {
             return Err(deny(
                 ReasonCode::EgressCredentialLeaseExpired,
@@ -585,22 +575,24 @@ impl Conn<'_> {
                 ),
             ));
         }
-        if !resolve {
-            return Ok(None);
-        }
-        let address = match literal {
-            Some(ip) => SocketAddr::new(ip, destination.port),
-            None => {
-                self.resolve(destination.host, destination.port, &host_classes, pending)
-                    .await?
-            }
+        let address = if resolve {
+            let address = match literal {
+                Some(ip) => SocketAddr::new(ip, destination.port),
+                None => {
+                    self.resolve(destination.host, destination.port, &host_classes, pending)
+                        .await?
+                }
+            };
+            pending.address = Some(address.ip().to_string());
+            Some(address)
+        } else {
+            None
         };
-        pending.address = Some(address.ip().to_string());
-        Ok(Some(Plan {
+        Ok(Plan {
             address,
             intercept: held || classes.iter().any(|c| c.restricts_methods()),
             inject,
-        }))
+        })
     }
 
     fn check_address(
@@ -869,30 +861,16 @@ impl Conn<'_> {
                 return Next::Close;
             }
         };
-        // Reusing: the address was checked when the connection was made.
-        let inject = match (&plan, upstream.as_ref()) {
-            (Some(plan), _) => plan.inject.clone(),
-            (None, Some(existing)) => {
-                pending.address = Some(existing.address.ip().to_string());
-                let classes: Vec<&ServiceClass> = view
-                    .policy
-                    .policy
-                    .classes_for(view.subject(), destination)
-                    .collect();
-                credential_for(&view, &classes)
-            }
-            (None, None) => None,
-        };
-        if let Some(plan) = plan {
+        if let Some(address) = plan.address {
             let io: BoxIo = match target {
-                Target::Intercepted { .. } => match self.dial_tls(plan.address, &host).await {
+                Target::Intercepted { .. } => match self.dial_tls(address, &host).await {
                     Ok(io) => io,
                     Err(denial) => {
                         self.refuse(client.get_mut(), pending, denial).await;
                         return Next::Close;
                     }
                 },
-                _ => match self.dial(plan.address).await {
+                _ => match self.dial(address).await {
                     Ok(tcp) => Box::new(tcp),
                     Err(denial) => {
                         self.refuse(client.get_mut(), pending, denial).await;
@@ -903,13 +881,15 @@ impl Conn<'_> {
             *upstream = Some(Upstream {
                 host: host.clone(),
                 port,
-                address: plan.address,
+                address,
                 io: BufReader::with_capacity(16 << 10, io),
             });
         }
         let Some(conn) = upstream.as_mut() else {
             return Next::Close;
         };
+        pending.address = Some(conn.address.ip().to_string());
+        let inject = plan.inject;
 
         let client_close = http::wants_close(head.minor_version, &head.headers);
         let mut headers = head.headers;
@@ -1107,8 +1087,7 @@ impl Conn<'_> {
             method: None,
         };
         let plan = match self.plan(&view, destination, &mut pending, true).await {
-            Ok(Some(plan)) => plan,
-            Ok(None) => return,
+            Ok(plan) => plan,
             Err(denial) => return self.refuse(client.get_mut(), pending, denial).await,
         };
         if client
@@ -1168,8 +1147,7 @@ impl Conn<'_> {
             method: None,
         };
         match self.plan(&view, destination, &mut pending, true).await {
-            Ok(Some(plan)) => self.tunnel(client, host, 443, plan, pending, bytes).await,
-            Ok(None) => {}
+            Ok(plan) => self.tunnel(client, host, 443, plan, pending, bytes).await,
             Err(denial) => self.record(pending.finish(denial.reason, None, 0, 0)).await,
         }
     }
@@ -1222,14 +1200,17 @@ impl Conn<'_> {
         host: String,
         port: u16,
         plan: Plan,
-        mut pending: Pending,
+        pending: Pending,
         hello: Vec<u8>,
     ) {
         if plan.intercept {
-            pending.kind = "https";
+            // Each request inside is decided and recorded on its own.
             return self.intercept(client, host, port, hello).await;
         }
-        let mut upstream = match self.dial(plan.address).await {
+        let Some(address) = plan.address else {
+            return;
+        };
+        let mut upstream = match self.dial(address).await {
             Ok(stream) => stream,
             Err(denial) => {
                 self.record(pending.finish(denial.reason, None, 0, 0)).await;
@@ -1283,8 +1264,7 @@ impl Conn<'_> {
         {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                let pending = Pending::new(self.key, "https");
-                let mut pending = pending;
+                let mut pending = Pending::new(self.key, "https");
                 pending.host.clone_from(&host);
                 pending.port = port;
                 tracing::debug!(error = %e, "egress: the sandbox's TLS handshake failed");
