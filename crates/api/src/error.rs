@@ -90,6 +90,17 @@ pub fn status_for(code: ReasonCode) -> StatusCode {
         | ExecStartFailed | ExecKilledBySignal => StatusCode::INTERNAL_SERVER_ERROR,
         IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         EgressPolicyInvalid | LeaseTtlInvalid => StatusCode::BAD_REQUEST,
+        VersionNotFound => StatusCode::NOT_FOUND,
+        VersionConflict | ReleaseNameTaken => StatusCode::CONFLICT,
+        ArchiveEntryEscapes
+        | ArchiveEntryUnsupported
+        | ArchiveInvalid
+        | ReleasePathNotFound
+        | EvidenceOutOfRange => StatusCode::BAD_REQUEST,
+        ArchiveTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        WorkspaceUnsupported => StatusCode::UNPROCESSABLE_ENTITY,
+        BlobMissing => StatusCode::INTERNAL_SERVER_ERROR,
+        BlobStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         SecretNameTaken | LeaseNotRenewable => StatusCode::CONFLICT,
         // Decisions of the egress gateway: answered to sandbox code by the gateway (403,
         // or 502 for upstream failures), never by the API.

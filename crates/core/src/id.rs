@@ -103,6 +103,15 @@ prefixed_id!(
     CredentialLeaseId, "lea_", "lease"
 );
 
+prefixed_id!(
+    /// A version of a session's workspace (working state).
+    VersionId, "ver_", "version"
+);
+prefixed_id!(
+    /// A release: promoted, immutable, signed output of a workspace version.
+    ReleaseId, "rel_", "release"
+);
+
 /// Position of an event in one session's event log, starting at 1.
 pub type EventSeq = i64;
 

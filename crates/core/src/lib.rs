@@ -2,16 +2,24 @@
 //! lifecycle state machine, roles, the records the store keeps, and the registry of
 //! stable reason codes. This crate performs no I/O and knows nothing of HTTP or SQL.
 
+pub mod artifact;
 pub mod egress;
 pub mod id;
 pub mod lifecycle;
 pub mod model;
 pub mod reason;
 
+pub use artifact::{
+    EvidenceCheckpoint, EvidenceEntry, EvidenceField, EvidenceFilter, NewEvidenceEntry, Release,
+    VersionStats, WorkspaceVersion,
+};
 pub use egress::{
     CredentialLease, EgressDecision, EgressDecisionFilter, EgressPolicyVersion, SecretRecord,
 };
-pub use id::{CredentialLeaseId, EventSeq, IdParseError, KeyId, SecretId, SessionId, TenantId};
+pub use id::{
+    CredentialLeaseId, EventSeq, IdParseError, KeyId, ReleaseId, SecretId, SessionId, TenantId,
+    VersionId,
+};
 pub use lifecycle::{Phase, SessionAction, TransitionError};
 pub use model::{
     ApiKey, Labels, Lease, NewSession, Role, Session, SessionEvent, SessionFilter, Tenant,

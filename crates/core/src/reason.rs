@@ -166,6 +166,37 @@ reason_codes! {
     LeaseNotRenewable = "LEASE_NOT_RENEWABLE",
     /// The requested lease TTL is zero or above the deployment's maximum.
     LeaseTtlInvalid = "LEASE_TTL_INVALID",
+    /// Artifacts: no such workspace version in the caller's tenant (or it was removed
+    /// by retention).
+    VersionNotFound = "VERSION_NOT_FOUND",
+    /// Artifacts: the new version's parent is not the session's latest version
+    /// (`If-Match` names a stale parent); nothing was stored.
+    VersionConflict = "VERSION_CONFLICT",
+    /// Artifacts: an uploaded archive has an entry that escapes the workspace (absolute
+    /// path, `..`, a symlink pointing outside); nothing was stored.
+    ArchiveEntryEscapes = "ARCHIVE_ENTRY_ESCAPES",
+    /// Artifacts: an uploaded archive has an entry of a kind a workspace cannot hold
+    /// (device, fifo, hard link to a missing entry); nothing was stored.
+    ArchiveEntryUnsupported = "ARCHIVE_ENTRY_UNSUPPORTED",
+    /// Artifacts: an uploaded archive (or an entry of it, or the workspace it describes)
+    /// exceeds the size or entry-count limits; nothing was stored.
+    ArchiveTooLarge = "ARCHIVE_TOO_LARGE",
+    /// Artifacts: the upload is not a readable tar archive.
+    ArchiveInvalid = "ARCHIVE_INVALID",
+    /// Artifacts: the workspace holds something a version cannot record faithfully (a
+    /// symlink pointing outside the workspace, a device file, more than the limits).
+    WorkspaceUnsupported = "WORKSPACE_UNSUPPORTED",
+    /// Artifacts: a blob that a version refers to is missing or corrupt in the blob
+    /// store; the workspace was not changed.
+    BlobMissing = "BLOB_MISSING",
+    /// Artifacts: the blob store (local directory or S3-compatible service) failed.
+    BlobStoreUnavailable = "BLOB_STORE_UNAVAILABLE",
+    /// Evidence: the requested entry index or tree size is beyond the log.
+    EvidenceOutOfRange = "EVIDENCE_OUT_OF_RANGE",
+    /// Releases: a release with this name already exists in the tenant.
+    ReleaseNameTaken = "RELEASE_NAME_TAKEN",
+    /// Releases: a path asked for in a promotion is not a file of the version.
+    ReleasePathNotFound = "RELEASE_PATH_NOT_FOUND",
     /// An unexpected server error; details are in the server log under the request id.
     Internal = "INTERNAL",
 }

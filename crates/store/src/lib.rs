@@ -10,8 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cordon_core::{
     ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
-    EgressPolicyVersion, EventSeq, KeyId, Lease, NewSession, Phase, ReasonCode, SecretId,
-    SecretRecord, Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
+    EgressPolicyVersion, EventSeq, EvidenceCheckpoint, EvidenceEntry, EvidenceFilter, KeyId, Lease,
+    NewEvidenceEntry, NewSession, Phase, ReasonCode, Release, ReleaseId, SecretId, SecretRecord,
+    Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp, VersionId,
+    WorkspaceVersion,
 };
 
 pub mod migrations;
@@ -29,6 +31,11 @@ pub enum StoreError {
     /// The lease is revoked or expired, so it cannot be renewed.
     #[error("the lease is revoked or expired")]
     LeaseNotLive,
+    /// The version's parent is not the session's latest version.
+    #[error("the session's latest version is {}, not the new version's parent", .head.as_deref().unwrap_or("none"))]
+    VersionConflict { head: Option<String> },
+    #[error("a release named `{0}` already exists")]
+    ReleaseNameTaken(String),
     /// The write's fencing token is older than the lease's current token.
     #[error("fencing token {presented} is stale: the session's lease is at token {current}")]
     LeaseFenced { presented: i64, current: i64 },
@@ -50,6 +57,8 @@ impl StoreError {
             StoreError::TenantNameTaken(_) => ReasonCode::TenantNameTaken,
             StoreError::SecretNameTaken(_) => ReasonCode::SecretNameTaken,
             StoreError::LeaseNotLive => ReasonCode::LeaseNotRenewable,
+            StoreError::VersionConflict { .. } => ReasonCode::VersionConflict,
+            StoreError::ReleaseNameTaken(_) => ReasonCode::ReleaseNameTaken,
             StoreError::LeaseFenced { .. } => ReasonCode::SessionLeaseFenced,
             StoreError::PhaseChanged { .. } => ReasonCode::SessionConflict,
             StoreError::Unavailable(_) => ReasonCode::StoreUnavailable,
@@ -288,6 +297,104 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `value` if the name has none yet and returns what is stored: the first writer
     /// wins, even between nodes racing at first start.
     async fn deployment_value_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+
+    // ----- Artifacts: workspace versions, the evidence log, releases. -----
+
+    /// Stores a version of a session's workspace. `VersionConflict` (nothing stored)
+    /// unless `version.parent` is the session's latest live version (`None` when it has
+    /// none): one version per parent, so concurrent writers cannot fork the chain.
+    async fn create_version(&self, version: &WorkspaceVersion) -> Result<()>;
+    /// A live (not retention-removed) version of the tenant.
+    async fn get_version(
+        &self,
+        tenant_id: TenantId,
+        id: VersionId,
+    ) -> Result<Option<WorkspaceVersion>>;
+    /// The session's live versions, newest first, at most `limit`, older than `before`
+    /// when given.
+    async fn list_versions(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        before: Option<VersionId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceVersion>>;
+    /// The session's latest live version.
+    async fn head_version(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+    ) -> Result<Option<WorkspaceVersion>>;
+    /// Marks versions removed by retention; returns how many were live.
+    async fn delete_versions(
+        &self,
+        tenant_id: TenantId,
+        ids: &[VersionId],
+        at: Timestamp,
+    ) -> Result<u64>;
+    /// Every live version's and live release's root, in every tenant: what blob garbage
+    /// collection must keep.
+    async fn live_artifact_roots(&self) -> Result<Vec<String>>;
+
+    /// Appends entries to their tenants' evidence logs in one durable write and returns
+    /// the index each got, in slice order. Indexes of a tenant are 0, 1, 2, ... without
+    /// gaps, also when nodes append at once.
+    async fn append_evidence(&self, entries: &[NewEvidenceEntry]) -> Result<Vec<u64>>;
+    /// The tenant's entries matching `filter`, in index order.
+    async fn list_evidence(
+        &self,
+        tenant_id: TenantId,
+        filter: &EvidenceFilter,
+    ) -> Result<Vec<EvidenceEntry>>;
+    /// Leaf hashes of the tenant's entries with `from <= index < to`, in index order.
+    async fn evidence_leaf_hashes(
+        &self,
+        tenant_id: TenantId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<[u8; 32]>>;
+    /// How many entries the tenant's log holds.
+    async fn evidence_size(&self, tenant_id: TenantId) -> Result<u64>;
+    /// Deletes the payload fields of the tenant's entries made before `before` (and of
+    /// `session_id`'s only, when given); the entries and their leaf hashes stay.
+    /// Returns how many fields were shredded.
+    async fn shred_evidence(
+        &self,
+        tenant_id: TenantId,
+        session_id: Option<SessionId>,
+        before: Timestamp,
+    ) -> Result<u64>;
+    /// Stores a signed checkpoint; storing one of a size already stored is a no-op.
+    async fn put_evidence_checkpoint(&self, checkpoint: &EvidenceCheckpoint) -> Result<()>;
+    /// The tenant's largest checkpoint.
+    async fn latest_evidence_checkpoint(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<EvidenceCheckpoint>>;
+    /// The tenant's checkpoints of a size in `from_size..=to_size`, smallest first.
+    async fn list_evidence_checkpoints(
+        &self,
+        tenant_id: TenantId,
+        from_size: u64,
+        to_size: u64,
+    ) -> Result<Vec<EvidenceCheckpoint>>;
+
+    /// Stores a release. `ReleaseNameTaken` if the tenant has one of that name (live or
+    /// removed: a name is never reused).
+    async fn create_release(&self, release: &Release) -> Result<()>;
+    /// A live release by id.
+    async fn get_release(&self, tenant_id: TenantId, id: ReleaseId) -> Result<Option<Release>>;
+    /// A live release by name.
+    async fn get_release_by_name(&self, tenant_id: TenantId, name: &str)
+    -> Result<Option<Release>>;
+    /// The tenant's live releases, in id order.
+    async fn list_releases(&self, tenant_id: TenantId) -> Result<Vec<Release>>;
+    /// Marks a release removed by retention.
+    async fn delete_release(&self, tenant_id: TenantId, id: ReleaseId, at: Timestamp)
+    -> Result<()>;
+    /// Closed sessions (every tenant) closed before `before`, with their workload class:
+    /// what retention looks at. At most `limit`, oldest first.
+    async fn closed_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>>;
 }
 
 /// Maps a duration to whole microseconds, saturating.
