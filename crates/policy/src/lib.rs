@@ -86,6 +86,20 @@ pub enum Action {
     SessionLeaseRenew,
     /// Revoke one of the session's credential leases.
     SessionLeaseRevoke,
+    /// List, compare and download the session's workspace versions.
+    SessionVersionsRead,
+    /// Store an uploaded archive as a new version of the session's workspace.
+    SessionVersionsWrite,
+    /// Restore a version into the session's workspace.
+    SessionRestore,
+    /// Fork a new session from one of the session's versions.
+    SessionFork,
+    /// Promote a version of the session (or chosen paths) to a signed release.
+    SessionPromote,
+    /// Read the tenant's evidence log, proofs and checkpoints, and export bundles.
+    EvidenceRead,
+    /// List, read and download the tenant's releases.
+    ReleaseRead,
 }
 
 impl Action {
@@ -121,6 +135,13 @@ impl Action {
             Action::SessionLeaseList => "session.lease.list",
             Action::SessionLeaseRenew => "session.lease.renew",
             Action::SessionLeaseRevoke => "session.lease.revoke",
+            Action::SessionVersionsRead => "session.versions.read",
+            Action::SessionVersionsWrite => "session.versions.write",
+            Action::SessionRestore => "session.restore",
+            Action::SessionFork => "session.fork",
+            Action::SessionPromote => "session.promote",
+            Action::EvidenceRead => "evidence.read",
+            Action::ReleaseRead => "release.read",
         }
     }
 }

@@ -389,6 +389,55 @@ fn default_policies_decide_each_role() {
     for (label, who, action, owner) in lease_rows {
         row(label, check(&engine, who, action, session_of(owner)));
     }
+    let artifact_rows = [
+        (
+            "agent restore own session",
+            &agent,
+            Action::SessionRestore,
+            agent.key_id,
+        ),
+        (
+            "agent versions.read other's session",
+            &agent,
+            Action::SessionVersionsRead,
+            someone_else,
+        ),
+        (
+            "agent promote own session",
+            &agent,
+            Action::SessionPromote,
+            agent.key_id,
+        ),
+        (
+            "operator promote any session",
+            &operator,
+            Action::SessionPromote,
+            someone_else,
+        ),
+        (
+            "auditor versions.read",
+            &auditor,
+            Action::SessionVersionsRead,
+            someone_else,
+        ),
+        (
+            "auditor promote",
+            &auditor,
+            Action::SessionPromote,
+            someone_else,
+        ),
+    ];
+    for (label, who, action, owner) in artifact_rows {
+        row(label, check(&engine, who, action, session_of(owner)));
+    }
+    let tenant_artifact_rows = [
+        ("agent evidence.read", &agent, Action::EvidenceRead),
+        ("auditor evidence.read", &auditor, Action::EvidenceRead),
+        ("agent release.read", &agent, Action::ReleaseRead),
+    ];
+    for (label, who, action) in tenant_artifact_rows {
+        row(label, check(&engine, who, action, own));
+    }
     let expected = r#"system tenant.create                         allow
 system key.create other tenant               allow
 admin tenant.create                          deny ["only-system-manages-tenants", "tenant-isolation"]
@@ -441,7 +490,16 @@ agent lease.revoke own session               deny ["agents-cannot-lease"]
 agent lease.list own session                 allow
 agent lease.list other's session             deny ["agent-own-sessions-only"]
 auditor lease.list                           allow
-auditor lease.create                         deny ["auditor-read-only"]"#;
+auditor lease.create                         deny ["auditor-read-only"]
+agent restore own session                    allow
+agent versions.read other's session          deny ["agent-own-sessions-only"]
+agent promote own session                    deny ["agents-cannot-promote"]
+operator promote any session                 allow
+auditor versions.read                        allow
+auditor promote                              deny ["auditor-read-only"]
+agent evidence.read                          deny ["agent-no-evidence-access"]
+auditor evidence.read                        allow
+agent release.read                           allow"#;
     assert_eq!(table.join("\n"), expected);
 }
 

@@ -6,8 +6,15 @@ use cordon_core::{Labels, Phase, Role, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod artifacts;
 pub mod egress;
 
+pub use artifacts::{
+    ChangeBody, CheckpointRequest, CheckpointResponse, ConsistencyProofBody, DiffBody,
+    EvidenceCheckpointBody, EvidenceEntryBody, EvidenceList, ForkRequest, ForkResponse,
+    InclusionProofBody, PromoteRequest, PublicKeyBody, ReleaseBody, ReleaseList, RestoreBody,
+    RestoreRequest, SubjectBody, VersionBody, VersionList, VersionStatsBody,
+};
 pub use egress::{
     CreateLeaseRequest, CreateSecretRequest, EgressDecisionBody, EgressDecisionList,
     EgressPolicyBody, LeaseBody, LeaseList, RenewLeaseRequest, SecretBody, SecretList,
