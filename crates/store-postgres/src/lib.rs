@@ -12,6 +12,10 @@
 //!   token, and every write under it after that is refused. `bootstrap` locks the
 //!   `tenants` table against concurrent inserts, and `idempotency_begin` claims its key
 //!   with an `INSERT ... ON CONFLICT DO NOTHING` before inspecting it under `FOR UPDATE`.
+//!   `create_version` locks the session's row before it reads the head, so versions of a
+//!   session are made one at a time (a partial unique index backs this up), and
+//!   `append_evidence` takes its indexes from each tenant's `evidence_heads` row, whose
+//!   lock it holds until commit: appends of a tenant number and commit in turn.
 //! - Migrations: several nodes may start at once; each migration runs in its own
 //!   transaction under a transaction-scoped advisory lock, so exactly one applies it.
 //!

@@ -4,8 +4,9 @@
 //! assembled with `concat!` into the `&'static str` sqlx accepts without an audit wrapper.
 
 use cordon_core::{
-    ApiKey, CredentialLease, EgressDecision, EgressPolicyVersion, Labels, Lease, Phase, ReasonCode,
-    Role, SecretRecord, Session, SessionEvent, SessionId, Tenant, Timestamp,
+    ApiKey, CredentialLease, EgressDecision, EgressPolicyVersion, EvidenceCheckpoint,
+    EvidenceEntry, EvidenceField, Labels, Lease, Phase, ReasonCode, Release, Role, SecretRecord,
+    Session, SessionEvent, SessionId, Tenant, Timestamp, VersionStats, WorkspaceVersion,
 };
 use cordon_store::{Result, StoreError};
 use sqlx::postgres::PgRow;
@@ -156,7 +157,7 @@ fn u16_column(what: &str, value: i32) -> Result<u16> {
 }
 
 /// A non-negative count stored as `BIGINT`.
-fn u64_column(what: &str, value: i64) -> Result<u64> {
+pub(crate) fn u64_column(what: &str, value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|error| corrupt(what, error))
 }
 
@@ -267,5 +268,126 @@ pub(crate) fn decision(row: &PgRow) -> Result<EgressDecision> {
         bytes_sent: u64_column("bytes sent", get(row, 17)?)?,
         bytes_received: u64_column("bytes received", get(row, 18)?)?,
         duration_micros: get(row, 19)?,
+    })
+}
+
+/// A SHA-256 digest stored as `BYTEA`.
+fn get_digest(row: &PgRow, index: usize, what: &str) -> Result<[u8; 32]> {
+    get::<Vec<u8>>(row, index)?
+        .try_into()
+        .map_err(|_| corrupt(what, "not 32 bytes"))
+}
+
+fn get_u64(row: &PgRow, index: usize, what: &str) -> Result<u64> {
+    u64_column(what, get(row, index)?)
+}
+
+macro_rules! version_columns {
+    () => {
+        "id, tenant_id, session_id, parent, root, summary, files, dirs, symlinks, bytes, \
+         blobs_written, bytes_written, origin, created_by, created_at, deleted_at"
+    };
+}
+pub(crate) use version_columns;
+
+pub(crate) fn version(row: &PgRow) -> Result<WorkspaceVersion> {
+    let parent: Option<String> = get(row, 3)?;
+    Ok(WorkspaceVersion {
+        id: get_parsed(row, 0, "version id")?,
+        tenant_id: get_parsed(row, 1, "tenant id")?,
+        session_id: get_parsed(row, 2, "session id")?,
+        parent: parent.map(|id| parse("version id", &id)).transpose()?,
+        root: get(row, 4)?,
+        summary: get(row, 5)?,
+        stats: VersionStats {
+            files: get_u64(row, 6, "file count")?,
+            dirs: get_u64(row, 7, "directory count")?,
+            symlinks: get_u64(row, 8, "symlink count")?,
+            bytes: get_u64(row, 9, "byte count")?,
+            blobs_written: get_u64(row, 10, "blobs written")?,
+            bytes_written: get_u64(row, 11, "bytes written")?,
+        },
+        origin: get(row, 12)?,
+        created_by: get(row, 13)?,
+        created_at: get_timestamp(row, 14)?,
+        deleted_at: get_optional_timestamp(row, 15)?,
+    })
+}
+
+macro_rules! entry_columns {
+    () => {
+        "tenant_id, idx, session_id, kind, at, leaf, leaf_hash"
+    };
+}
+pub(crate) use entry_columns;
+
+/// An entry without its fields, which live in a table of their own.
+pub(crate) fn entry(row: &PgRow) -> Result<EvidenceEntry> {
+    let session_id: Option<String> = get(row, 2)?;
+    Ok(EvidenceEntry {
+        tenant_id: get_parsed(row, 0, "tenant id")?,
+        index: get_u64(row, 1, "evidence index")?,
+        session_id: session_id.map(|id| parse("session id", &id)).transpose()?,
+        kind: get(row, 3)?,
+        at: get_timestamp(row, 4)?,
+        leaf: get(row, 5)?,
+        leaf_hash: get_digest(row, 6, "leaf hash")?,
+        fields: Vec::new(),
+    })
+}
+
+/// A field with the index of its entry: `idx, name, salt, value`.
+pub(crate) fn field(row: &PgRow) -> Result<(u64, EvidenceField)> {
+    Ok((
+        get_u64(row, 0, "evidence index")?,
+        EvidenceField {
+            name: get(row, 1)?,
+            salt: get(row, 2)?,
+            value: get(row, 3)?,
+        },
+    ))
+}
+
+pub(crate) fn leaf_hash(row: &PgRow) -> Result<[u8; 32]> {
+    get_digest(row, 0, "leaf hash")
+}
+
+macro_rules! checkpoint_columns {
+    () => {
+        "tenant_id, size, root, note, at"
+    };
+}
+pub(crate) use checkpoint_columns;
+
+pub(crate) fn checkpoint(row: &PgRow) -> Result<EvidenceCheckpoint> {
+    Ok(EvidenceCheckpoint {
+        tenant_id: get_parsed(row, 0, "tenant id")?,
+        size: get_u64(row, 1, "checkpoint size")?,
+        root: get_digest(row, 2, "checkpoint root")?,
+        note: get(row, 3)?,
+        at: get_timestamp(row, 4)?,
+    })
+}
+
+macro_rules! release_columns {
+    () => {
+        "id, tenant_id, name, session_id, version_id, root, envelope, created_by, created_at, \
+         deleted_at"
+    };
+}
+pub(crate) use release_columns;
+
+pub(crate) fn release(row: &PgRow) -> Result<Release> {
+    Ok(Release {
+        id: get_parsed(row, 0, "release id")?,
+        tenant_id: get_parsed(row, 1, "tenant id")?,
+        name: get(row, 2)?,
+        session_id: get_parsed(row, 3, "session id")?,
+        version_id: get_parsed(row, 4, "version id")?,
+        root: get(row, 5)?,
+        envelope: get(row, 6)?,
+        created_by: get(row, 7)?,
+        created_at: get_timestamp(row, 8)?,
+        deleted_at: get_optional_timestamp(row, 9)?,
     })
 }

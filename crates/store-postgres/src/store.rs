@@ -1,13 +1,16 @@
 //! `PostgresStore`: the connection pool, migrations and the `Store` methods.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cordon_core::{
     ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
-    EgressPolicyVersion, EventSeq, KeyId, Lease, NewSession, Phase, SecretId, SecretRecord,
-    Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
+    EgressPolicyVersion, EventSeq, EvidenceCheckpoint, EvidenceEntry, EvidenceField,
+    EvidenceFilter, KeyId, Lease, NewEvidenceEntry, NewSession, Phase, Release, ReleaseId,
+    SecretId, SecretRecord, Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId,
+    Timestamp, VersionId, WorkspaceVersion,
 };
 use cordon_store::migrations::{self, Migration};
 use cordon_store::{
@@ -19,8 +22,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 
 use crate::rows::{
-    self, credential_lease_columns, decision_columns, decision_insert_columns, event_columns,
-    key_columns, lease_columns, policy_columns, secret_columns, session_columns, tenant_columns,
+    self, checkpoint_columns, credential_lease_columns, decision_columns, decision_insert_columns,
+    entry_columns, event_columns, key_columns, lease_columns, policy_columns, release_columns,
+    secret_columns, session_columns, tenant_columns, version_columns,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -39,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "egress",
         sql: include_str!("../migrations/0003_egress.sql"),
     },
+    Migration {
+        version: 4,
+        name: "artifacts",
+        sql: include_str!("../migrations/0004_artifacts.sql"),
+    },
 ];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations between nodes
@@ -56,6 +65,12 @@ const IDEMPOTENCY_ATTEMPTS: usize = 8;
 /// Most decisions one `INSERT` carries: 19 parameters each, well under the protocol's
 /// limit of 65535 parameters per statement.
 const DECISIONS_PER_INSERT: usize = 1000;
+
+/// Most evidence entries (7 parameters each) or fields (5) one `INSERT` carries.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// How many evidence entries `list_evidence` returns when the filter's limit is 0.
+const DEFAULT_EVIDENCE_LIMIT: u32 = 1000;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -353,6 +368,16 @@ async fn select_credential_lease(
     .as_ref()
     .map(rows::credential_lease)
     .transpose()
+}
+
+/// Hands each field to its entry; fields come in (index, name) order, so each entry's
+/// fields end up sorted by name.
+fn attach_fields(entries: &mut [EvidenceEntry], fields: Vec<(u64, EvidenceField)>) {
+    for (index, field) in fields {
+        if let Ok(position) = entries.binary_search_by_key(&index, |entry| entry.index) {
+            entries[position].fields.push(field);
+        }
+    }
 }
 
 async fn select_session(
@@ -1317,6 +1342,597 @@ impl Store for PostgresStore {
         let stored: Vec<u8> = rows::get(&row, 0)?;
         tx.commit().await.map_err(sql)?;
         Ok(stored)
+    }
+
+    // ----- Artifacts: workspace versions, the evidence log, releases. -----
+
+    async fn create_version(&self, version: &WorkspaceVersion) -> Result<()> {
+        let tenant = version.tenant_id.to_string();
+        let session = version.session_id.to_string();
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Creates for one session queue on its row, so the head read below is still the
+        // head when the insert commits. The lock does not conflict with the key-share
+        // locks that inserts referencing the session take.
+        let known = sqlx::query(
+            "SELECT 1 FROM sessions WHERE id = $1 AND tenant_id = $2 FOR NO KEY UPDATE",
+        )
+        .bind(&session)
+        .bind(&tenant)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql)?;
+        if known.is_none() {
+            tx.rollback().await.map_err(sql)?;
+            return Err(StoreError::NotFound);
+        }
+        let head = sqlx::query(
+            "SELECT id FROM workspace_versions
+             WHERE tenant_id = $1 AND session_id = $2 AND deleted_at IS NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&tenant)
+        .bind(&session)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql)?
+        .map(|row| rows::get::<String>(&row, 0))
+        .transpose()?;
+        if head != version.parent.map(|id| id.to_string()) {
+            tx.rollback().await.map_err(sql)?;
+            return Err(StoreError::VersionConflict { head });
+        }
+        let stats = &version.stats;
+        sqlx::query(concat!(
+            "INSERT INTO workspace_versions (",
+            version_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .bind(version.id.to_string())
+        .bind(&tenant)
+        .bind(&session)
+        .bind(version.parent.map(|id| id.to_string()))
+        .bind(&version.root)
+        .bind(&version.summary)
+        .bind(signed(stats.files))
+        .bind(signed(stats.dirs))
+        .bind(signed(stats.symlinks))
+        .bind(signed(stats.bytes))
+        .bind(signed(stats.blobs_written))
+        .bind(signed(stats.bytes_written))
+        .bind(&version.origin)
+        .bind(&version.created_by)
+        .bind(version.created_at.unix_micros())
+        .bind(version.deleted_at.map(Timestamp::unix_micros))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| {
+            // The one-child index, or a reused id: the chain is not where the caller
+            // thinks it is.
+            if violates(&error, ErrorKind::UniqueViolation) {
+                StoreError::VersionConflict { head: head.clone() }
+            } else {
+                sql_or_not_found(error)
+            }
+        })?;
+        tx.commit().await.map_err(sql)
+    }
+
+    async fn get_version(
+        &self,
+        tenant_id: TenantId,
+        id: VersionId,
+    ) -> Result<Option<WorkspaceVersion>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            version_columns!(),
+            " FROM workspace_versions WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
+        ))
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::version)
+        .transpose()
+    }
+
+    async fn list_versions(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        before: Option<VersionId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceVersion>> {
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            version_columns!(),
+            " FROM workspace_versions WHERE deleted_at IS NULL AND tenant_id = "
+        ));
+        query
+            .push_bind(tenant_id.to_string())
+            .push(" AND session_id = ")
+            .push_bind(session_id.to_string());
+        if let Some(before) = before {
+            query.push(" AND id < ").push_bind(before.to_string());
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(rows::version)
+            .collect()
+    }
+
+    async fn head_version(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+    ) -> Result<Option<WorkspaceVersion>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            version_columns!(),
+            " FROM workspace_versions
+             WHERE tenant_id = $1 AND session_id = $2 AND deleted_at IS NULL
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(tenant_id.to_string())
+        .bind(session_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::version)
+        .transpose()
+    }
+
+    async fn delete_versions(
+        &self,
+        tenant_id: TenantId,
+        ids: &[VersionId],
+        at: Timestamp,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        sqlx::query(
+            "UPDATE workspace_versions SET deleted_at = $1
+             WHERE tenant_id = $2 AND id = ANY($3) AND deleted_at IS NULL",
+        )
+        .bind(at.unix_micros())
+        .bind(tenant_id.to_string())
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(sql)
+    }
+
+    async fn live_artifact_roots(&self) -> Result<Vec<String>> {
+        sqlx::query(
+            "SELECT root FROM workspace_versions WHERE deleted_at IS NULL
+             UNION
+             SELECT root FROM releases WHERE deleted_at IS NULL
+             ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(|row| rows::get::<String>(row, 0))
+        .collect()
+    }
+
+    async fn append_evidence(&self, entries: &[NewEvidenceEntry]) -> Result<Vec<u64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut counts: BTreeMap<TenantId, u64> = BTreeMap::new();
+        for entry in entries {
+            *counts.entry(entry.tenant_id).or_default() += 1;
+        }
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Each tenant's head row stays locked until commit: appends of one tenant take
+        // their indexes (and become visible) one after the other, without gaps. Heads
+        // are locked in ascending tenant order, so two appends never wait for each other
+        // in a cycle.
+        let mut next: BTreeMap<TenantId, u64> = BTreeMap::new();
+        for (tenant, count) in counts {
+            let row = sqlx::query(
+                "INSERT INTO evidence_heads (tenant_id, size) VALUES ($1, $2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET size = evidence_heads.size + excluded.size
+                 RETURNING size",
+            )
+            .bind(tenant.to_string())
+            .bind(signed(count))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql_or_not_found)?;
+            let size: i64 = rows::get(&row, 0)?;
+            let start = rows::u64_column("evidence size", size)?
+                .checked_sub(count)
+                .ok_or_else(|| rows::corrupt("evidence size", size))?;
+            next.insert(tenant, start);
+        }
+        let mut indexes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let slot = next
+                .get_mut(&entry.tenant_id)
+                .ok_or_else(|| StoreError::Backend("evidence tenant not counted".into()))?;
+            indexes.push(*slot);
+            *slot += 1;
+        }
+        let numbered: Vec<(u64, &NewEvidenceEntry)> =
+            indexes.iter().copied().zip(entries).collect();
+        for chunk in numbered.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Postgres>::new(concat!(
+                "INSERT INTO evidence_entries (",
+                entry_columns!(),
+                ") "
+            ));
+            insert.push_values(chunk, |mut row, (index, entry)| {
+                row.push_bind(entry.tenant_id.to_string())
+                    .push_bind(signed(*index))
+                    .push_bind(entry.session_id.map(|id| id.to_string()))
+                    .push_bind(entry.kind.clone())
+                    .push_bind(entry.at.unix_micros())
+                    .push_bind(entry.leaf.clone())
+                    .push_bind(entry.leaf_hash.to_vec());
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_or_not_found)?;
+        }
+        let fields: Vec<(TenantId, u64, &EvidenceField)> = numbered
+            .iter()
+            .flat_map(|(index, entry)| {
+                entry
+                    .fields
+                    .iter()
+                    .map(move |field| (entry.tenant_id, *index, field))
+            })
+            .collect();
+        for chunk in fields.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO evidence_fields (tenant_id, idx, name, salt, value) ",
+            );
+            insert.push_values(chunk, |mut row, (tenant, index, field)| {
+                row.push_bind(tenant.to_string())
+                    .push_bind(signed(*index))
+                    .push_bind(field.name.clone())
+                    .push_bind(field.salt.clone())
+                    .push_bind(field.value.clone());
+            });
+            insert.build().execute(&mut *tx).await.map_err(sql)?;
+        }
+        tx.commit().await.map_err(sql)?;
+        Ok(indexes)
+    }
+
+    async fn list_evidence(
+        &self,
+        tenant_id: TenantId,
+        filter: &EvidenceFilter,
+    ) -> Result<Vec<EvidenceEntry>> {
+        let limit = match filter.limit {
+            0 => DEFAULT_EVIDENCE_LIMIT,
+            limit => limit,
+        };
+        // The same conditions select the entries and then their fields.
+        let conditions = |query: &mut QueryBuilder<Postgres>| {
+            if let Some(session_id) = filter.session_id {
+                query
+                    .push(" AND e.session_id = ")
+                    .push_bind(session_id.to_string());
+            }
+            if let Some(kind) = &filter.kind {
+                query.push(" AND e.kind = ").push_bind(kind.clone());
+            }
+        };
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM evidence_entries e WHERE e.tenant_id = "
+        ));
+        query
+            .push_bind(tenant_id.to_string())
+            .push(" AND e.idx >= ")
+            .push_bind(signed(filter.from_index));
+        conditions(&mut query);
+        query
+            .push(" ORDER BY e.idx LIMIT ")
+            .push_bind(i64::from(limit));
+        let mut entries = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(rows::entry)
+            .collect::<Result<Vec<_>>>()?;
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(entries);
+        };
+        // Field names sort bytewise, as in the SQLite backend, whatever the collation.
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT f.idx, f.name, f.salt, f.value FROM evidence_fields f
+             JOIN evidence_entries e ON e.tenant_id = f.tenant_id AND e.idx = f.idx
+             WHERE f.tenant_id = ",
+        );
+        query
+            .push_bind(tenant_id.to_string())
+            .push(" AND f.idx BETWEEN ")
+            .push_bind(signed(first.index))
+            .push(" AND ")
+            .push_bind(signed(last.index));
+        conditions(&mut query);
+        query.push(" ORDER BY f.idx, f.name COLLATE \"C\"");
+        let fields = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(rows::field)
+            .collect::<Result<Vec<_>>>()?;
+        attach_fields(&mut entries, fields);
+        Ok(entries)
+    }
+
+    async fn evidence_leaf_hashes(
+        &self,
+        tenant_id: TenantId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<[u8; 32]>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "SELECT leaf_hash FROM evidence_entries
+             WHERE tenant_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+        )
+        .bind(tenant_id.to_string())
+        .bind(signed(from))
+        .bind(signed(to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::leaf_hash)
+        .collect()
+    }
+
+    async fn evidence_size(&self, tenant_id: TenantId) -> Result<u64> {
+        let size = sqlx::query("SELECT size FROM evidence_heads WHERE tenant_id = $1")
+            .bind(tenant_id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql)?
+            .map(|row| rows::get::<i64>(&row, 0))
+            .transpose()?;
+        rows::u64_column("evidence size", size.unwrap_or(0))
+    }
+
+    async fn shred_evidence(
+        &self,
+        tenant_id: TenantId,
+        session_id: Option<SessionId>,
+        before: Timestamp,
+    ) -> Result<u64> {
+        let query = match session_id {
+            None => sqlx::query(
+                "DELETE FROM evidence_fields WHERE tenant_id = $1 AND idx IN (
+                     SELECT idx FROM evidence_entries WHERE tenant_id = $1 AND at < $2)",
+            ),
+            Some(_) => sqlx::query(
+                "DELETE FROM evidence_fields WHERE tenant_id = $1 AND idx IN (
+                     SELECT idx FROM evidence_entries
+                     WHERE tenant_id = $1 AND session_id = $3 AND at < $2)",
+            ),
+        };
+        let mut query = query.bind(tenant_id.to_string()).bind(before.unix_micros());
+        if let Some(session_id) = session_id {
+            query = query.bind(session_id.to_string());
+        }
+        query
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(sql)
+    }
+
+    async fn put_evidence_checkpoint(&self, checkpoint: &EvidenceCheckpoint) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO evidence_checkpoints (",
+            checkpoint_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, size) DO NOTHING"
+        ))
+        .bind(checkpoint.tenant_id.to_string())
+        .bind(signed(checkpoint.size))
+        .bind(checkpoint.root.as_slice())
+        .bind(&checkpoint.note)
+        .bind(checkpoint.at.unix_micros())
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(sql_or_not_found)
+    }
+
+    async fn latest_evidence_checkpoint(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<EvidenceCheckpoint>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            checkpoint_columns!(),
+            " FROM evidence_checkpoints WHERE tenant_id = $1 ORDER BY size DESC LIMIT 1"
+        ))
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::checkpoint)
+        .transpose()
+    }
+
+    async fn list_evidence_checkpoints(
+        &self,
+        tenant_id: TenantId,
+        from_size: u64,
+        to_size: u64,
+    ) -> Result<Vec<EvidenceCheckpoint>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            checkpoint_columns!(),
+            " FROM evidence_checkpoints
+             WHERE tenant_id = $1 AND size BETWEEN $2 AND $3 ORDER BY size"
+        ))
+        .bind(tenant_id.to_string())
+        .bind(signed(from_size))
+        .bind(signed(to_size))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::checkpoint)
+        .collect()
+    }
+
+    async fn create_release(&self, release: &Release) -> Result<()> {
+        // Only of a version of the release's own session and tenant.
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO releases (",
+            release_columns!(),
+            ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+               WHERE EXISTS (SELECT 1 FROM workspace_versions
+                             WHERE id = $5 AND tenant_id = $2 AND session_id = $4)"
+        ))
+        .bind(release.id.to_string())
+        .bind(release.tenant_id.to_string())
+        .bind(&release.name)
+        .bind(release.session_id.to_string())
+        .bind(release.version_id.to_string())
+        .bind(&release.root)
+        .bind(&release.envelope)
+        .bind(&release.created_by)
+        .bind(release.created_at.unix_micros())
+        .bind(release.deleted_at.map(Timestamp::unix_micros))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| {
+            // Ids are fresh UUIDv7s: a uniqueness conflict is the name.
+            if violates(&error, ErrorKind::UniqueViolation) {
+                StoreError::ReleaseNameTaken(release.name.clone())
+            } else {
+                sql_or_not_found(error)
+            }
+        })?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn get_release(&self, tenant_id: TenantId, id: ReleaseId) -> Result<Option<Release>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
+        ))
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::release)
+        .transpose()
+    }
+
+    async fn get_release_by_name(
+        &self,
+        tenant_id: TenantId,
+        name: &str,
+    ) -> Result<Option<Release>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE tenant_id = $1 AND name = $2 AND deleted_at IS NULL"
+        ))
+        .bind(tenant_id.to_string())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)?
+        .as_ref()
+        .map(rows::release)
+        .transpose()
+    }
+
+    async fn list_releases(&self, tenant_id: TenantId) -> Result<Vec<Release>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id"
+        ))
+        .bind(tenant_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::release)
+        .collect()
+    }
+
+    async fn delete_release(
+        &self,
+        tenant_id: TenantId,
+        id: ReleaseId,
+        at: Timestamp,
+    ) -> Result<()> {
+        let deleted = sqlx::query(
+            "UPDATE releases SET deleted_at = $1
+             WHERE id = $2 AND tenant_id = $3 AND deleted_at IS NULL",
+        )
+        .bind(at.unix_micros())
+        .bind(id.to_string())
+        .bind(tenant_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(sql)?
+        .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn closed_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE phase = 'closed' AND updated_at < $1
+             ORDER BY updated_at, id LIMIT $2"
+        ))
+        .bind(before.unix_micros())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::session)
+        .collect()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Conversions between rows and domain records.
 
 use cordon_core::{
-    ApiKey, CredentialLease, EgressDecision, EgressPolicyVersion, Labels, Phase, ReasonCode, Role,
-    SecretRecord, Session, SessionEvent, Tenant, Timestamp,
+    ApiKey, CredentialLease, EgressDecision, EgressPolicyVersion, EvidenceCheckpoint,
+    EvidenceEntry, EvidenceField, Labels, Phase, ReasonCode, Release, Role, SecretRecord, Session,
+    SessionEvent, Tenant, Timestamp, VersionStats, WorkspaceVersion,
 };
 use cordon_store::{Result, StoreError};
 use rusqlite::Row;
@@ -96,7 +97,7 @@ pub(crate) fn event(row: &Row<'_>) -> Result<SessionEvent> {
 }
 
 /// A non-negative count stored as a signed integer.
-fn unsigned(what: &str, value: i64) -> Result<u64> {
+pub(crate) fn unsigned(what: &str, value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|error| corrupt(what, error))
 }
 
@@ -195,5 +196,106 @@ pub(crate) fn decision(row: &Row<'_>) -> Result<EgressDecision> {
         bytes_sent: unsigned("bytes sent", row.get(17).map_err(sql)?)?,
         bytes_received: unsigned("bytes received", row.get(18).map_err(sql)?)?,
         duration_micros: row.get(19).map_err(sql)?,
+    })
+}
+
+/// A SHA-256 digest stored as a blob.
+fn digest(what: &str, bytes: Vec<u8>) -> Result<[u8; 32]> {
+    bytes.try_into().map_err(|_| corrupt(what, "not 32 bytes"))
+}
+
+pub(crate) const VERSION_COLUMNS: &str = "id, tenant_id, session_id, parent, root, summary, \
+     files, dirs, symlinks, bytes, blobs_written, bytes_written, origin, created_by, \
+     created_at, deleted_at";
+
+pub(crate) fn version(row: &Row<'_>) -> Result<WorkspaceVersion> {
+    let sql = crate::store::sql;
+    let parent: Option<String> = row.get(3).map_err(sql)?;
+    Ok(WorkspaceVersion {
+        id: parse("version id", &row.get::<_, String>(0).map_err(sql)?)?,
+        tenant_id: parse("tenant id", &row.get::<_, String>(1).map_err(sql)?)?,
+        session_id: parse("session id", &row.get::<_, String>(2).map_err(sql)?)?,
+        parent: parent.map(|id| parse("version id", &id)).transpose()?,
+        root: row.get(4).map_err(sql)?,
+        summary: row.get(5).map_err(sql)?,
+        stats: VersionStats {
+            files: unsigned("file count", row.get(6).map_err(sql)?)?,
+            dirs: unsigned("directory count", row.get(7).map_err(sql)?)?,
+            symlinks: unsigned("symlink count", row.get(8).map_err(sql)?)?,
+            bytes: unsigned("byte count", row.get(9).map_err(sql)?)?,
+            blobs_written: unsigned("blobs written", row.get(10).map_err(sql)?)?,
+            bytes_written: unsigned("bytes written", row.get(11).map_err(sql)?)?,
+        },
+        origin: row.get(12).map_err(sql)?,
+        created_by: row.get(13).map_err(sql)?,
+        created_at: Timestamp::from_unix_micros(row.get(14).map_err(sql)?),
+        deleted_at: timestamp(row.get(15).map_err(sql)?),
+    })
+}
+
+pub(crate) const ENTRY_COLUMNS: &str = "tenant_id, idx, session_id, kind, at, leaf, leaf_hash";
+
+/// An entry without its fields, which live in a table of their own.
+pub(crate) fn entry(row: &Row<'_>) -> Result<EvidenceEntry> {
+    let sql = crate::store::sql;
+    let session_id: Option<String> = row.get(2).map_err(sql)?;
+    Ok(EvidenceEntry {
+        tenant_id: parse("tenant id", &row.get::<_, String>(0).map_err(sql)?)?,
+        index: unsigned("evidence index", row.get(1).map_err(sql)?)?,
+        session_id: session_id.map(|id| parse("session id", &id)).transpose()?,
+        kind: row.get(3).map_err(sql)?,
+        at: Timestamp::from_unix_micros(row.get(4).map_err(sql)?),
+        leaf: row.get(5).map_err(sql)?,
+        leaf_hash: digest("leaf hash", row.get(6).map_err(sql)?)?,
+        fields: Vec::new(),
+    })
+}
+
+/// A field with the index of its entry: `idx, name, salt, value`.
+pub(crate) fn field(row: &Row<'_>) -> Result<(u64, EvidenceField)> {
+    let sql = crate::store::sql;
+    Ok((
+        unsigned("evidence index", row.get(0).map_err(sql)?)?,
+        EvidenceField {
+            name: row.get(1).map_err(sql)?,
+            salt: row.get(2).map_err(sql)?,
+            value: row.get(3).map_err(sql)?,
+        },
+    ))
+}
+
+pub(crate) fn leaf_hash(row: &Row<'_>) -> Result<[u8; 32]> {
+    digest("leaf hash", row.get(0).map_err(crate::store::sql)?)
+}
+
+pub(crate) const CHECKPOINT_COLUMNS: &str = "tenant_id, size, root, note, at";
+
+pub(crate) fn checkpoint(row: &Row<'_>) -> Result<EvidenceCheckpoint> {
+    let sql = crate::store::sql;
+    Ok(EvidenceCheckpoint {
+        tenant_id: parse("tenant id", &row.get::<_, String>(0).map_err(sql)?)?,
+        size: unsigned("checkpoint size", row.get(1).map_err(sql)?)?,
+        root: digest("checkpoint root", row.get(2).map_err(sql)?)?,
+        note: row.get(3).map_err(sql)?,
+        at: Timestamp::from_unix_micros(row.get(4).map_err(sql)?),
+    })
+}
+
+pub(crate) const RELEASE_COLUMNS: &str = "id, tenant_id, name, session_id, version_id, root, \
+     envelope, created_by, created_at, deleted_at";
+
+pub(crate) fn release(row: &Row<'_>) -> Result<Release> {
+    let sql = crate::store::sql;
+    Ok(Release {
+        id: parse("release id", &row.get::<_, String>(0).map_err(sql)?)?,
+        tenant_id: parse("tenant id", &row.get::<_, String>(1).map_err(sql)?)?,
+        name: row.get(2).map_err(sql)?,
+        session_id: parse("session id", &row.get::<_, String>(3).map_err(sql)?)?,
+        version_id: parse("version id", &row.get::<_, String>(4).map_err(sql)?)?,
+        root: row.get(5).map_err(sql)?,
+        envelope: row.get(6).map_err(sql)?,
+        created_by: row.get(7).map_err(sql)?,
+        created_at: Timestamp::from_unix_micros(row.get(8).map_err(sql)?),
+        deleted_at: timestamp(row.get(9).map_err(sql)?),
     })
 }

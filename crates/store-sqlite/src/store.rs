@@ -1,5 +1,6 @@
 //! `SqliteStore`: the single writer thread, the reader pool and the `Store` methods.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cordon_core::{
     ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
-    EgressPolicyVersion, EventSeq, KeyId, Lease, NewSession, Phase, SecretId, SecretRecord,
-    Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
+    EgressPolicyVersion, EventSeq, EvidenceCheckpoint, EvidenceEntry, EvidenceField,
+    EvidenceFilter, KeyId, Lease, NewEvidenceEntry, NewSession, Phase, Release, ReleaseId,
+    SecretId, SecretRecord, Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId,
+    Timestamp, VersionId, WorkspaceVersion,
 };
 use cordon_store::migrations::{self, Migration};
 use cordon_store::{
@@ -21,8 +24,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params, para
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::rows::{
-    self, CREDENTIAL_LEASE_COLUMNS, DECISION_COLUMNS, EVENT_COLUMNS, KEY_COLUMNS, POLICY_COLUMNS,
-    SECRET_COLUMNS, SESSION_COLUMNS, TENANT_COLUMNS,
+    self, CHECKPOINT_COLUMNS, CREDENTIAL_LEASE_COLUMNS, DECISION_COLUMNS, ENTRY_COLUMNS,
+    EVENT_COLUMNS, KEY_COLUMNS, POLICY_COLUMNS, RELEASE_COLUMNS, SECRET_COLUMNS, SESSION_COLUMNS,
+    TENANT_COLUMNS, VERSION_COLUMNS,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -41,7 +45,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "egress",
         sql: include_str!("../migrations/0003_egress.sql"),
     },
+    Migration {
+        version: 4,
+        name: "artifacts",
+        sql: include_str!("../migrations/0004_artifacts.sql"),
+    },
 ];
+
+/// How many evidence entries `list_evidence` returns when the filter's limit is 0.
+const DEFAULT_EVIDENCE_LIMIT: u32 = 1000;
 
 /// How to open the embedded store.
 #[derive(Debug, Clone)]
@@ -517,6 +529,92 @@ fn insert_decision(c: &Connection, decision: &EgressDecision) -> Result<()> {
     })
     .map(drop)
     .map_err(sql_or_not_found)
+}
+
+/// The id of the session's latest live version.
+fn head_version_id(c: &Connection, tenant: &str, session: &str) -> Result<Option<String>> {
+    c.prepare_cached(
+        "SELECT id FROM workspace_versions
+         WHERE tenant_id = ?1 AND session_id = ?2 AND deleted_at IS NULL
+         ORDER BY id DESC LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![tenant, session], |row| row.get(0))
+            .optional()
+    })
+    .map_err(sql)
+}
+
+fn insert_version(c: &Connection, version: &WorkspaceVersion) -> rusqlite::Result<()> {
+    let query = format!(
+        "INSERT INTO workspace_versions ({VERSION_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    );
+    let stats = &version.stats;
+    c.prepare_cached(&query).and_then(|mut s| {
+        s.execute(params![
+            version.id.to_string(),
+            version.tenant_id.to_string(),
+            version.session_id.to_string(),
+            version.parent.map(|id| id.to_string()),
+            version.root,
+            version.summary,
+            signed(stats.files),
+            signed(stats.dirs),
+            signed(stats.symlinks),
+            signed(stats.bytes),
+            signed(stats.blobs_written),
+            signed(stats.bytes_written),
+            version.origin,
+            version.created_by,
+            version.created_at.unix_micros(),
+            version.deleted_at.map(Timestamp::unix_micros),
+        ])
+        .map(drop)
+    })
+}
+
+fn insert_evidence_entry(c: &Connection, index: u64, entry: &NewEvidenceEntry) -> Result<()> {
+    let tenant = entry.tenant_id.to_string();
+    let index = signed(index);
+    let query = format!(
+        "INSERT INTO evidence_entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    );
+    c.prepare_cached(&query)
+        .and_then(|mut s| {
+            s.execute(params![
+                tenant,
+                index,
+                entry.session_id.map(|id| id.to_string()),
+                entry.kind,
+                entry.at.unix_micros(),
+                entry.leaf,
+                entry.leaf_hash.as_slice(),
+            ])
+        })
+        .map_err(sql_or_not_found)?;
+    let mut insert_field = c
+        .prepare_cached(
+            "INSERT INTO evidence_fields (tenant_id, idx, name, salt, value)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql)?;
+    for field in &entry.fields {
+        insert_field
+            .execute(params![tenant, index, field.name, field.salt, field.value])
+            .map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// Hands each field to its entry; fields come in (index, name) order, so each entry's
+/// fields end up sorted by name.
+fn attach_fields(entries: &mut [EvidenceEntry], fields: Vec<(u64, EvidenceField)>) {
+    for (index, field) in fields {
+        if let Ok(position) = entries.binary_search_by_key(&index, |entry| entry.index) {
+            entries[position].fields.push(field);
+        }
+    }
 }
 
 fn lease_from_row(session_id: SessionId, row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
@@ -1349,6 +1447,486 @@ impl Store for SqliteStore {
             c.prepare_cached("SELECT value FROM deployment_values WHERE name = ?1")
                 .and_then(|mut s| s.query_row(params![name], |row| row.get(0)))
                 .map_err(sql)
+        })
+        .await
+    }
+
+    // ----- Artifacts: workspace versions, the evidence log, releases. -----
+
+    async fn create_version(&self, version: &WorkspaceVersion) -> Result<()> {
+        let version = version.clone();
+        self.write(move |c| {
+            let tenant = version.tenant_id.to_string();
+            let session = version.session_id.to_string();
+            let known: bool = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND tenant_id = ?2)",
+                )
+                .and_then(|mut s| s.query_row(params![session, tenant], |row| row.get(0)))
+                .map_err(sql)?;
+            if !known {
+                return Err(StoreError::NotFound);
+            }
+            // The single writer runs one job at a time, so the head read here is still the
+            // head when the insert lands.
+            let head = head_version_id(c, &tenant, &session)?;
+            if head != version.parent.map(|id| id.to_string()) {
+                return Err(StoreError::VersionConflict { head });
+            }
+            insert_version(c, &version).map_err(|error| {
+                // The one-child index, or a reused id: the chain is not where the caller
+                // thinks it is.
+                if is_unique_violation(&error) {
+                    StoreError::VersionConflict { head: head.clone() }
+                } else {
+                    sql_or_not_found(error)
+                }
+            })
+        })
+        .await
+    }
+
+    async fn get_version(
+        &self,
+        tenant_id: TenantId,
+        id: VersionId,
+    ) -> Result<Option<WorkspaceVersion>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {VERSION_COLUMNS} FROM workspace_versions
+                 WHERE id = ?1 AND tenant_id = ?2 AND deleted_at IS NULL"
+            );
+            let values = params![id.to_string(), tenant_id.to_string()];
+            Ok(query_all(c, &query, values, rows::version)?.pop())
+        })
+        .await
+    }
+
+    async fn list_versions(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+        before: Option<VersionId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceVersion>> {
+        let mut query = format!(
+            "SELECT {VERSION_COLUMNS} FROM workspace_versions
+             WHERE tenant_id = ? AND session_id = ? AND deleted_at IS NULL"
+        );
+        let mut values = vec![
+            Value::Text(tenant_id.to_string()),
+            Value::Text(session_id.to_string()),
+        ];
+        if let Some(before) = before {
+            query.push_str(" AND id < ?");
+            values.push(Value::Text(before.to_string()));
+        }
+        query.push_str(" ORDER BY id DESC LIMIT ?");
+        values.push(Value::Integer(i64::from(limit)));
+        self.read(move |c| query_all(c, &query, params_from_iter(values), rows::version))
+            .await
+    }
+
+    async fn head_version(
+        &self,
+        tenant_id: TenantId,
+        session_id: SessionId,
+    ) -> Result<Option<WorkspaceVersion>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {VERSION_COLUMNS} FROM workspace_versions
+                 WHERE tenant_id = ?1 AND session_id = ?2 AND deleted_at IS NULL
+                 ORDER BY id DESC LIMIT 1"
+            );
+            let values = params![tenant_id.to_string(), session_id.to_string()];
+            Ok(query_all(c, &query, values, rows::version)?.pop())
+        })
+        .await
+    }
+
+    async fn delete_versions(
+        &self,
+        tenant_id: TenantId,
+        ids: &[VersionId],
+        at: Timestamp,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = ids.to_vec();
+        self.write(move |c| {
+            let mut delete = c
+                .prepare_cached(
+                    "UPDATE workspace_versions SET deleted_at = ?1
+                     WHERE id = ?2 AND tenant_id = ?3 AND deleted_at IS NULL",
+                )
+                .map_err(sql)?;
+            let tenant = tenant_id.to_string();
+            let mut deleted = 0;
+            for id in &ids {
+                deleted += delete
+                    .execute(params![at.unix_micros(), id.to_string(), tenant])
+                    .map_err(sql)? as u64;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn live_artifact_roots(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut statement = c
+                .prepare_cached(
+                    "SELECT root FROM workspace_versions WHERE deleted_at IS NULL
+                     UNION
+                     SELECT root FROM releases WHERE deleted_at IS NULL
+                     ORDER BY 1",
+                )
+                .map_err(sql)?;
+            statement
+                .query_map([], |row| row.get(0))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(sql)
+        })
+        .await
+    }
+
+    async fn append_evidence(&self, entries: &[NewEvidenceEntry]) -> Result<Vec<u64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = entries.to_vec();
+        // One job: one savepoint, so the slice lands whole or not at all.
+        self.write(move |c| {
+            let mut counts: BTreeMap<TenantId, u64> = BTreeMap::new();
+            for entry in &entries {
+                *counts.entry(entry.tenant_id).or_default() += 1;
+            }
+            // One head update per tenant reserves its indexes; the single writer runs one
+            // append at a time, so no index is handed out twice.
+            let mut next: BTreeMap<TenantId, u64> = BTreeMap::new();
+            for (tenant, count) in counts {
+                let size: i64 = c
+                    .prepare_cached(
+                        "INSERT INTO evidence_heads (tenant_id, size) VALUES (?1, ?2)
+                         ON CONFLICT (tenant_id) DO UPDATE SET size = size + excluded.size
+                         RETURNING size",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![tenant.to_string(), signed(count)], |row| row.get(0))
+                    })
+                    .map_err(sql_or_not_found)?;
+                let start = rows::unsigned("evidence size", size)?
+                    .checked_sub(count)
+                    .ok_or_else(|| rows::corrupt("evidence size", size))?;
+                next.insert(tenant, start);
+            }
+            let mut indexes = Vec::with_capacity(entries.len());
+            for entry in &entries {
+                let slot = next
+                    .get_mut(&entry.tenant_id)
+                    .ok_or_else(|| StoreError::Backend("evidence tenant not counted".into()))?;
+                let index = *slot;
+                *slot += 1;
+                insert_evidence_entry(c, index, entry)?;
+                indexes.push(index);
+            }
+            Ok(indexes)
+        })
+        .await
+    }
+
+    async fn list_evidence(
+        &self,
+        tenant_id: TenantId,
+        filter: &EvidenceFilter,
+    ) -> Result<Vec<EvidenceEntry>> {
+        let limit = match filter.limit {
+            0 => DEFAULT_EVIDENCE_LIMIT,
+            limit => limit,
+        };
+        // The same conditions select the entries and then their fields.
+        let mut conditions = String::new();
+        let mut condition_values = Vec::new();
+        if let Some(session_id) = filter.session_id {
+            conditions.push_str(" AND e.session_id = ?");
+            condition_values.push(Value::Text(session_id.to_string()));
+        }
+        if let Some(kind) = &filter.kind {
+            conditions.push_str(" AND e.kind = ?");
+            condition_values.push(Value::Text(kind.clone()));
+        }
+        let tenant = tenant_id.to_string();
+        let from = signed(filter.from_index);
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {ENTRY_COLUMNS} FROM evidence_entries e
+                 WHERE e.tenant_id = ? AND e.idx >= ?{conditions} ORDER BY e.idx LIMIT ?"
+            );
+            let mut values = vec![Value::Text(tenant.clone()), Value::Integer(from)];
+            values.extend(condition_values.iter().cloned());
+            values.push(Value::Integer(i64::from(limit)));
+            let mut entries = query_all(c, &query, params_from_iter(values), rows::entry)?;
+            let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+                return Ok(entries);
+            };
+            let query = format!(
+                "SELECT f.idx, f.name, f.salt, f.value FROM evidence_fields f
+                 JOIN evidence_entries e ON e.tenant_id = f.tenant_id AND e.idx = f.idx
+                 WHERE f.tenant_id = ? AND f.idx BETWEEN ? AND ?{conditions}
+                 ORDER BY f.idx, f.name"
+            );
+            let mut values = vec![
+                Value::Text(tenant),
+                Value::Integer(signed(first.index)),
+                Value::Integer(signed(last.index)),
+            ];
+            values.extend(condition_values);
+            let fields = query_all(c, &query, params_from_iter(values), rows::field)?;
+            attach_fields(&mut entries, fields);
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn evidence_leaf_hashes(
+        &self,
+        tenant_id: TenantId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<[u8; 32]>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.read(move |c| {
+            let query = "SELECT leaf_hash FROM evidence_entries
+                         WHERE tenant_id = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx";
+            let values = params![tenant_id.to_string(), signed(from), signed(to)];
+            query_all(c, query, values, rows::leaf_hash)
+        })
+        .await
+    }
+
+    async fn evidence_size(&self, tenant_id: TenantId) -> Result<u64> {
+        self.read(move |c| {
+            let size: Option<i64> = c
+                .prepare_cached("SELECT size FROM evidence_heads WHERE tenant_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row(params![tenant_id.to_string()], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(sql)?;
+            rows::unsigned("evidence size", size.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn shred_evidence(
+        &self,
+        tenant_id: TenantId,
+        session_id: Option<SessionId>,
+        before: Timestamp,
+    ) -> Result<u64> {
+        self.write(move |c| {
+            let (tenant, before) = (tenant_id.to_string(), before.unix_micros());
+            let shredded = match session_id {
+                None => c
+                    .prepare_cached(
+                        "DELETE FROM evidence_fields WHERE tenant_id = ?1 AND idx IN (
+                             SELECT idx FROM evidence_entries WHERE tenant_id = ?1 AND at < ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![tenant, before])),
+                Some(session_id) => c
+                    .prepare_cached(
+                        "DELETE FROM evidence_fields WHERE tenant_id = ?1 AND idx IN (
+                             SELECT idx FROM evidence_entries
+                             WHERE tenant_id = ?1 AND session_id = ?3 AND at < ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![tenant, before, session_id.to_string()])),
+            };
+            shredded.map(|count| count as u64).map_err(sql)
+        })
+        .await
+    }
+
+    async fn put_evidence_checkpoint(&self, checkpoint: &EvidenceCheckpoint) -> Result<()> {
+        let checkpoint = checkpoint.clone();
+        self.write(move |c| {
+            let query = format!(
+                "INSERT INTO evidence_checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant_id, size) DO NOTHING"
+            );
+            c.prepare_cached(&query)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        checkpoint.tenant_id.to_string(),
+                        signed(checkpoint.size),
+                        checkpoint.root.as_slice(),
+                        checkpoint.note,
+                        checkpoint.at.unix_micros(),
+                    ])
+                })
+                .map(drop)
+                .map_err(sql_or_not_found)
+        })
+        .await
+    }
+
+    async fn latest_evidence_checkpoint(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<EvidenceCheckpoint>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM evidence_checkpoints
+                 WHERE tenant_id = ?1 ORDER BY size DESC LIMIT 1"
+            );
+            Ok(query_all(c, &query, params![tenant_id.to_string()], rows::checkpoint)?.pop())
+        })
+        .await
+    }
+
+    async fn list_evidence_checkpoints(
+        &self,
+        tenant_id: TenantId,
+        from_size: u64,
+        to_size: u64,
+    ) -> Result<Vec<EvidenceCheckpoint>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM evidence_checkpoints
+                 WHERE tenant_id = ?1 AND size BETWEEN ?2 AND ?3 ORDER BY size"
+            );
+            let values = params![tenant_id.to_string(), signed(from_size), signed(to_size)];
+            query_all(c, &query, values, rows::checkpoint)
+        })
+        .await
+    }
+
+    async fn create_release(&self, release: &Release) -> Result<()> {
+        let release = release.clone();
+        self.write(move |c| {
+            // Only of a version of the release's own session and tenant.
+            let query = format!(
+                "INSERT INTO releases ({RELEASE_COLUMNS})
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
+                 WHERE EXISTS (SELECT 1 FROM workspace_versions
+                               WHERE id = ?5 AND tenant_id = ?2 AND session_id = ?4)"
+            );
+            let inserted = c
+                .prepare_cached(&query)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        release.id.to_string(),
+                        release.tenant_id.to_string(),
+                        release.name,
+                        release.session_id.to_string(),
+                        release.version_id.to_string(),
+                        release.root,
+                        release.envelope,
+                        release.created_by,
+                        release.created_at.unix_micros(),
+                        release.deleted_at.map(Timestamp::unix_micros),
+                    ])
+                })
+                .map_err(|error| {
+                    // Ids are fresh UUIDv7s: a uniqueness conflict is the name.
+                    if is_unique_violation(&error) {
+                        StoreError::ReleaseNameTaken(release.name.clone())
+                    } else {
+                        sql_or_not_found(error)
+                    }
+                })?;
+            if inserted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_release(&self, tenant_id: TenantId, id: ReleaseId) -> Result<Option<Release>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases
+                 WHERE id = ?1 AND tenant_id = ?2 AND deleted_at IS NULL"
+            );
+            let values = params![id.to_string(), tenant_id.to_string()];
+            Ok(query_all(c, &query, values, rows::release)?.pop())
+        })
+        .await
+    }
+
+    async fn get_release_by_name(
+        &self,
+        tenant_id: TenantId,
+        name: &str,
+    ) -> Result<Option<Release>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases
+                 WHERE tenant_id = ?1 AND name = ?2 AND deleted_at IS NULL"
+            );
+            let values = params![tenant_id.to_string(), name];
+            Ok(query_all(c, &query, values, rows::release)?.pop())
+        })
+        .await
+    }
+
+    async fn list_releases(&self, tenant_id: TenantId) -> Result<Vec<Release>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases
+                 WHERE tenant_id = ?1 AND deleted_at IS NULL ORDER BY id"
+            );
+            query_all(c, &query, params![tenant_id.to_string()], rows::release)
+        })
+        .await
+    }
+
+    async fn delete_release(
+        &self,
+        tenant_id: TenantId,
+        id: ReleaseId,
+        at: Timestamp,
+    ) -> Result<()> {
+        self.write(move |c| {
+            let deleted = c
+                .prepare_cached(
+                    "UPDATE releases SET deleted_at = ?1
+                     WHERE id = ?2 AND tenant_id = ?3 AND deleted_at IS NULL",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        at.unix_micros(),
+                        id.to_string(),
+                        tenant_id.to_string()
+                    ])
+                })
+                .map_err(sql)?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn closed_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE phase = 'closed' AND updated_at < ?1
+                 ORDER BY updated_at, id LIMIT ?2"
+            );
+            query_all(
+                c,
+                &query,
+                params![before.unix_micros(), limit],
+                rows::session,
+            )
         })
         .await
     }

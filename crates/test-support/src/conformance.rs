@@ -14,14 +14,17 @@ use std::time::Duration;
 
 use cordon_core::{
     ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
-    EgressPolicyVersion, KeyId, Lease, NewSession, Phase, ReasonCode, Role, SecretId, SecretRecord,
-    Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
+    EgressPolicyVersion, EvidenceCheckpoint, EvidenceEntry, EvidenceField, EvidenceFilter, KeyId,
+    Lease, NewEvidenceEntry, NewSession, Phase, ReasonCode, Release, ReleaseId, Role, SecretId,
+    SecretRecord, Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp,
+    VersionId, VersionStats, WorkspaceVersion,
 };
 use cordon_store::{
     IdempotencyScope, IdempotencyStart, LeaseOutcome, RecordedResponse, Store, StoreError,
     Transition,
 };
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use crate::TestStore;
 use crate::fixtures::{self, at, at_micros};
@@ -2610,6 +2613,1013 @@ pub async fn deployment_value_first_writer_wins(store: Arc<dyn Store>) {
         ),
         winner
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Artifacts: workspace versions, the evidence log, releases
+
+/// A version of `session` made on top of `parent`, with every field set.
+fn version(session: &Session, parent: Option<VersionId>, root: &str) -> WorkspaceVersion {
+    WorkspaceVersion {
+        id: VersionId::generate(),
+        tenant_id: session.tenant_id,
+        session_id: session.id,
+        parent,
+        root: root.to_owned(),
+        summary: "ran the tests ✓ \"quoted\"".to_owned(),
+        stats: VersionStats {
+            files: 12,
+            dirs: 3,
+            symlinks: 1,
+            bytes: 1 << 40,
+            blobs_written: 7,
+            bytes_written: 4_096,
+        },
+        origin: "checkpoint".to_owned(),
+        created_by: "key_writer".to_owned(),
+        created_at: at(30),
+        deleted_at: None,
+    }
+}
+
+/// `count` versions made one on top of the other, from the session's head; oldest first.
+async fn version_chain(
+    store: &dyn Store,
+    session: &Session,
+    count: usize,
+) -> Vec<WorkspaceVersion> {
+    let head = ok(
+        store.head_version(session.tenant_id, session.id).await,
+        "head version",
+    );
+    let mut parent = head.map(|version| version.id);
+    let mut chain = Vec::with_capacity(count);
+    for n in 0..count {
+        let next = version(session, parent, &format!("root-{}-{n}", session.id));
+        ok(store.create_version(&next).await, "create version");
+        parent = Some(next.id);
+        chain.push(next);
+    }
+    chain
+}
+
+async fn versions(store: &dyn Store, session: &Session) -> Vec<WorkspaceVersion> {
+    ok(
+        store
+            .list_versions(session.tenant_id, session.id, None, 100_000)
+            .await,
+        "list versions",
+    )
+}
+
+#[track_caller]
+fn conflict_head(error: StoreError) -> Option<String> {
+    match error {
+        StoreError::VersionConflict { head } => head,
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+}
+
+/// Versions chain: each must name the session's latest live version as its parent. A
+/// stale parent is refused with the current head, and nothing is stored.
+pub async fn versions_chain_and_conflicts(store: Arc<dyn Store>) {
+    let (a, a_key) = tenant_with_key(&*store, "a").await;
+    let (b, b_key) = tenant_with_key(&*store, "b").await;
+    let ses = session(&*store, a.id, a_key.id).await;
+    assert_eq!(
+        ok(store.head_version(a.id, ses.id).await, "head version"),
+        None
+    );
+    // A session without versions takes only a first version.
+    let orphan = version(&ses, Some(VersionId::generate()), "orphan");
+    let error = refused(
+        store.create_version(&orphan).await,
+        "create on a parent that is not the head",
+    );
+    assert_eq!(conflict_head(error), None);
+
+    let first = version(&ses, None, "root-1");
+    ok(store.create_version(&first).await, "create version");
+    assert_eq!(
+        ok(store.get_version(a.id, first.id).await, "get version"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        ok(store.head_version(a.id, ses.id).await, "head version"),
+        Some(first.clone())
+    );
+    let second = WorkspaceVersion {
+        stats: VersionStats::default(),
+        origin: "upload".to_owned(),
+        summary: String::new(),
+        ..version(&ses, Some(first.id), "root-2")
+    };
+    ok(store.create_version(&second).await, "create version");
+    assert_eq!(
+        ok(store.head_version(a.id, ses.id).await, "head version"),
+        Some(second.clone())
+    );
+
+    for parent in [Some(first.id), None, Some(VersionId::generate())] {
+        let stale = version(&ses, parent, "stale");
+        let error = refused(
+            store.create_version(&stale).await,
+            "create on a stale parent",
+        );
+        assert_eq!(
+            conflict_head(error),
+            Some(second.id.to_string()),
+            "{parent:?}"
+        );
+        assert_eq!(
+            ok(store.get_version(a.id, stale.id).await, "get version"),
+            None
+        );
+    }
+    assert_eq!(
+        versions(&*store, &ses).await,
+        vec![second.clone(), first.clone()]
+    );
+
+    // Another tenant sees none of it.
+    assert_eq!(
+        ok(store.get_version(b.id, first.id).await, "get version"),
+        None
+    );
+    assert_eq!(
+        ok(store.head_version(b.id, ses.id).await, "head version"),
+        None
+    );
+    assert_eq!(
+        ok(
+            store.list_versions(b.id, ses.id, None, 100).await,
+            "list versions"
+        ),
+        vec![]
+    );
+    // A version of another tenant's session, or of no session, is refused.
+    let b_ses = session(&*store, b.id, b_key.id).await;
+    let foreign = WorkspaceVersion {
+        tenant_id: a.id,
+        ..version(&b_ses, None, "foreign")
+    };
+    let error = refused(
+        store.create_version(&foreign).await,
+        "create for another tenant's session",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    let nowhere = WorkspaceVersion {
+        session_id: SessionId::generate(),
+        ..version(&ses, None, "nowhere")
+    };
+    let error = refused(
+        store.create_version(&nowhere).await,
+        "create for an unknown session",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+
+    // Each session has a chain of its own.
+    let other = session(&*store, a.id, a_key.id).await;
+    let other_first = version(&other, None, "root-1");
+    ok(store.create_version(&other_first).await, "create version");
+    assert_eq!(versions(&*store, &other).await, vec![other_first]);
+    assert_eq!(
+        ok(store.head_version(a.id, ses.id).await, "head version"),
+        Some(second)
+    );
+}
+
+/// Of concurrent creates on the same parent exactly one is stored; the others are
+/// refused with its id as the head.
+pub async fn concurrent_version_creates(store: Arc<dyn Store>) {
+    const WRITERS: usize = 8;
+    let (a, key) = tenant_with_key(&*store, "a").await;
+    let ses = session(&*store, a.id, key.id).await;
+    // A first version (no parent), then one on top of the winner.
+    let mut parent = None;
+    for round in 0..2 {
+        let mut tasks = JoinSet::new();
+        for writer in 0..WRITERS {
+            let store = Arc::clone(&store);
+            let candidate = version(&ses, parent, &format!("root-{round}-{writer}"));
+            tasks.spawn(async move {
+                let outcome = store.create_version(&candidate).await;
+                (candidate, outcome)
+            });
+        }
+        let outcomes = tasks.join_all().await;
+        let winners: Vec<&WorkspaceVersion> = outcomes
+            .iter()
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(candidate, _)| candidate)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+        let winner = winners[0].clone();
+        for (_, outcome) in outcomes {
+            if let Err(error) = outcome {
+                assert_eq!(conflict_head(error), Some(winner.id.to_string()));
+            }
+        }
+        assert_eq!(
+            ok(store.head_version(a.id, ses.id).await, "head version"),
+            Some(winner.clone())
+        );
+        assert_eq!(versions(&*store, &ses).await.len(), round + 1);
+        parent = Some(winner.id);
+    }
+}
+
+/// Versions list newest first and page with `before`; versions removed by retention are
+/// neither found nor listed, and the chain goes on from the latest live one.
+pub async fn versions_list_and_delete(store: Arc<dyn Store>) {
+    let (a, key) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let ses = session(&*store, a.id, key.id).await;
+    let chain = version_chain(&*store, &ses, 5).await;
+    let newest_first: Vec<WorkspaceVersion> = chain.iter().rev().cloned().collect();
+    let list = |before: Option<VersionId>, limit: u32| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.list_versions(a.id, ses.id, before, limit).await,
+                "list versions",
+            )
+        }
+    };
+    assert_eq!(list(None, 2).await, newest_first[..2].to_vec());
+    assert_eq!(list(None, 0).await, vec![]);
+    assert_eq!(
+        list(Some(chain[2].id), 100).await,
+        vec![chain[1].clone(), chain[0].clone()]
+    );
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(cursor, 2).await;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        paged.extend(page);
+    }
+    assert_eq!(paged, newest_first);
+
+    // Another tenant cannot remove them.
+    assert_eq!(
+        ok(
+            store.delete_versions(b.id, &[chain[4].id], at(40)).await,
+            "delete versions"
+        ),
+        0
+    );
+    assert_eq!(
+        ok(
+            store.delete_versions(a.id, &[], at(40)).await,
+            "delete nothing"
+        ),
+        0
+    );
+    // Unknown and already removed versions do not count.
+    let removed = [chain[4].id, chain[2].id, VersionId::generate()];
+    assert_eq!(
+        ok(
+            store.delete_versions(a.id, &removed, at(40)).await,
+            "delete versions"
+        ),
+        2
+    );
+    assert_eq!(
+        ok(
+            store.delete_versions(a.id, &[chain[4].id], at(41)).await,
+            "delete again"
+        ),
+        0
+    );
+    for gone in [chain[4].id, chain[2].id] {
+        assert_eq!(ok(store.get_version(a.id, gone).await, "get version"), None);
+    }
+    assert_eq!(
+        list(None, 100).await,
+        vec![chain[3].clone(), chain[1].clone(), chain[0].clone()]
+    );
+    assert_eq!(
+        ok(store.head_version(a.id, ses.id).await, "head version"),
+        Some(chain[3].clone())
+    );
+    // The removed head's parent is the head again, and the chain goes on from it.
+    let error = refused(
+        store
+            .create_version(&version(&ses, Some(chain[4].id), "on removed"))
+            .await,
+        "create on a removed version",
+    );
+    assert_eq!(conflict_head(error), Some(chain[3].id.to_string()));
+    let next = version(&ses, Some(chain[3].id), "root-next");
+    ok(store.create_version(&next).await, "create version");
+
+    // With every version removed, a first version starts the chain again.
+    let every: Vec<VersionId> = chain.iter().map(|v| v.id).chain([next.id]).collect();
+    assert_eq!(
+        ok(
+            store.delete_versions(a.id, &every, at(42)).await,
+            "delete versions"
+        ),
+        4
+    );
+    assert_eq!(
+        ok(store.head_version(a.id, ses.id).await, "head version"),
+        None
+    );
+    assert_eq!(versions(&*store, &ses).await, vec![]);
+    let restart = version(&ses, None, "root-restart");
+    ok(store.create_version(&restart).await, "create version");
+    assert_eq!(versions(&*store, &ses).await, vec![restart]);
+}
+
+/// An entry at `at(seconds)` with a unique leaf and three fields, given out of name
+/// order (and with names that sort differently bytewise and in most locales).
+fn evidence(
+    tenant_id: TenantId,
+    session_id: Option<SessionId>,
+    kind: &str,
+    seconds: i64,
+) -> NewEvidenceEntry {
+    let unique = fixtures::unique_hex();
+    let mut leaf_hash = [0u8; 32];
+    leaf_hash[..16].copy_from_slice(Uuid::now_v7().as_bytes());
+    leaf_hash[16..].copy_from_slice(Uuid::now_v7().as_bytes());
+    let field = |name: &str, value: &str| EvidenceField {
+        name: name.to_owned(),
+        salt: unique[..32].to_owned(),
+        value: value.to_owned(),
+    };
+    NewEvidenceEntry {
+        tenant_id,
+        session_id,
+        kind: kind.to_owned(),
+        at: at(seconds),
+        leaf: format!("{{\"kind\":\"{kind}\",\"n\":\"{unique}\",\"note\":\"ünïcödé\"}}"),
+        leaf_hash,
+        fields: vec![
+            field("target", "\"/repos/ünïcödé\""),
+            field("Zeta", "{\"nested\":[1,2,3]}"),
+            field("actor", "\"key_someone\""),
+        ],
+    }
+}
+
+/// How `entry` reads back at `index`: fields sorted by name.
+fn stored_evidence(entry: &NewEvidenceEntry, index: u64) -> EvidenceEntry {
+    let mut fields = entry.fields.clone();
+    fields.sort_by(|x, y| x.name.cmp(&y.name));
+    EvidenceEntry {
+        tenant_id: entry.tenant_id,
+        index,
+        session_id: entry.session_id,
+        kind: entry.kind.clone(),
+        at: entry.at,
+        leaf: entry.leaf.clone(),
+        leaf_hash: entry.leaf_hash,
+        fields,
+    }
+}
+
+async fn all_evidence(store: &dyn Store, tenant: TenantId) -> Vec<EvidenceEntry> {
+    let filter = EvidenceFilter {
+        limit: 100_000,
+        ..Default::default()
+    };
+    ok(store.list_evidence(tenant, &filter).await, "list evidence")
+}
+
+async fn append(store: &dyn Store, entries: &[NewEvidenceEntry]) -> Vec<u64> {
+    ok(store.append_evidence(entries).await, "append evidence")
+}
+
+/// Each tenant's log numbers its entries 0, 1, 2, ... in append order, also when one
+/// append holds entries of several tenants; entries read back with their fields sorted
+/// by name. An append naming an unknown tenant stores nothing.
+pub async fn evidence_append_numbers_per_tenant(store: Arc<dyn Store>) {
+    let (a, _) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let size = |tenant: TenantId| {
+        let store = Arc::clone(&store);
+        async move { ok(store.evidence_size(tenant).await, "evidence size") }
+    };
+    assert_eq!(size(a.id).await, 0);
+    assert_eq!(all_evidence(&*store, a.id).await, vec![]);
+    assert_eq!(append(&*store, &[]).await, Vec::<u64>::new());
+
+    let s1 = SessionId::generate();
+    let first = vec![
+        evidence(a.id, Some(s1), "lifecycle", 1),
+        evidence(b.id, None, "authz", 1),
+        evidence(a.id, None, "authz", 2),
+        evidence(a.id, Some(s1), "exec", 3),
+        evidence(b.id, Some(s1), "exec", 3),
+    ];
+    assert_eq!(append(&*store, &first).await, vec![0, 0, 1, 2, 1]);
+    let second = vec![
+        evidence(b.id, None, "retention", 4),
+        evidence(a.id, Some(s1), "egress", 4),
+    ];
+    assert_eq!(append(&*store, &second).await, vec![2, 3]);
+    let bare = NewEvidenceEntry {
+        fields: vec![],
+        ..evidence(a.id, None, "checkpoint", 5)
+    };
+    assert_eq!(append(&*store, std::slice::from_ref(&bare)).await, vec![4]);
+    assert_eq!((size(a.id).await, size(b.id).await), (5, 3));
+    assert_eq!(
+        all_evidence(&*store, a.id).await,
+        vec![
+            stored_evidence(&first[0], 0),
+            stored_evidence(&first[2], 1),
+            stored_evidence(&first[3], 2),
+            stored_evidence(&second[1], 3),
+            stored_evidence(&bare, 4),
+        ]
+    );
+    assert_eq!(
+        all_evidence(&*store, b.id).await,
+        vec![
+            stored_evidence(&first[1], 0),
+            stored_evidence(&first[4], 1),
+            stored_evidence(&second[0], 2),
+        ]
+    );
+
+    // An append is whole or nothing: an unknown tenant spoils it, and leaves no gap.
+    let spoiled = [
+        evidence(a.id, None, "authz", 6),
+        evidence(TenantId::generate(), None, "authz", 6),
+    ];
+    let error = refused(
+        store.append_evidence(&spoiled).await,
+        "append for an unknown tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    assert_eq!(size(a.id).await, 5);
+    assert_eq!(all_evidence(&*store, a.id).await.len(), 5);
+    assert_eq!(
+        append(&*store, &[evidence(a.id, None, "authz", 7)]).await,
+        vec![5]
+    );
+    assert_eq!(
+        all_evidence(&*store, TenantId::generate()).await,
+        vec![],
+        "an unknown tenant"
+    );
+}
+
+/// Appends racing from many tasks (on several connections, for PostgreSQL) get unique
+/// indexes without gaps, in slice order within each append.
+pub async fn concurrent_evidence_appends(store: Arc<dyn Store>) {
+    const TASKS: u64 = 8;
+    const BATCHES: u64 = 4;
+    const PER_BATCH: u64 = 3;
+    let (a, _) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let mut tasks = JoinSet::new();
+    for _ in 0..TASKS {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let mut numbered = Vec::new();
+            for _ in 0..BATCHES {
+                // The other tenant's entry in the middle, so that heads lock in both orders
+                // of appearance.
+                let mut batch: Vec<NewEvidenceEntry> = (0..PER_BATCH)
+                    .map(|_| evidence(a.id, None, "exec", 1))
+                    .collect();
+                batch.insert(1, evidence(b.id, None, "exec", 1));
+                let indexes = append(&*store, &batch).await;
+                let of_a: Vec<u64> = batch
+                    .iter()
+                    .zip(&indexes)
+                    .filter(|(entry, _)| entry.tenant_id == a.id)
+                    .map(|(_, index)| *index)
+                    .collect();
+                assert!(of_a.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+                numbered.extend(batch.into_iter().zip(indexes));
+            }
+            numbered
+        });
+    }
+    let numbered: Vec<(NewEvidenceEntry, u64)> =
+        tasks.join_all().await.into_iter().flatten().collect();
+    for (tenant, count) in [(a.id, TASKS * BATCHES * PER_BATCH), (b.id, TASKS * BATCHES)] {
+        let mut expected: Vec<EvidenceEntry> = numbered
+            .iter()
+            .filter(|(entry, _)| entry.tenant_id == tenant)
+            .map(|(entry, index)| stored_evidence(entry, *index))
+            .collect();
+        expected.sort_by_key(|entry| entry.index);
+        let indexes: Vec<u64> = expected.iter().map(|entry| entry.index).collect();
+        assert_eq!(indexes, (0..count).collect::<Vec<_>>());
+        assert_eq!(all_evidence(&*store, tenant).await, expected);
+        assert_eq!(
+            ok(store.evidence_size(tenant).await, "evidence size"),
+            count
+        );
+    }
+}
+
+/// Listing filters by session, kind and first index, in index order, at most `limit`
+/// entries (0 meaning 1000); leaf hashes come by index range.
+pub async fn evidence_list_filters_and_leaf_hashes(store: Arc<dyn Store>) {
+    let (a, _) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let (s1, s2) = (SessionId::generate(), SessionId::generate());
+    let entries = vec![
+        evidence(a.id, Some(s1), "lifecycle", 1),
+        evidence(a.id, Some(s2), "exec", 2),
+        evidence(a.id, None, "authz", 3),
+        evidence(a.id, Some(s1), "exec", 4),
+        evidence(a.id, Some(s1), "lifecycle", 5),
+        evidence(a.id, Some(s2), "lifecycle", 6),
+    ];
+    append(&*store, &entries).await;
+    let b_entry = evidence(b.id, Some(s1), "exec", 1);
+    append(&*store, std::slice::from_ref(&b_entry)).await;
+
+    let list = |tenant: TenantId, filter: EvidenceFilter| {
+        let store = Arc::clone(&store);
+        async move { ok(store.list_evidence(tenant, &filter).await, "list evidence") }
+    };
+    let indexes = |listed: Vec<EvidenceEntry>| -> Vec<u64> {
+        listed.iter().map(|entry| entry.index).collect()
+    };
+    let filter = |session_id: Option<SessionId>, kind: Option<&str>, from_index: u64, limit| {
+        EvidenceFilter {
+            session_id,
+            kind: kind.map(str::to_owned),
+            from_index,
+            limit,
+        }
+    };
+    let cases: Vec<(EvidenceFilter, Vec<u64>)> = vec![
+        (filter(None, None, 0, 100), vec![0, 1, 2, 3, 4, 5]),
+        (filter(Some(s1), None, 0, 100), vec![0, 3, 4]),
+        (filter(None, Some("lifecycle"), 0, 100), vec![0, 4, 5]),
+        (filter(Some(s1), Some("lifecycle"), 0, 100), vec![0, 4]),
+        (filter(None, Some("exec"), 2, 100), vec![3]),
+        (filter(Some(s1), None, 0, 2), vec![0, 3]),
+        (filter(Some(s1), None, 1, 1), vec![3]),
+        (filter(None, None, 4, 0), vec![4, 5]),
+        (filter(None, None, 6, 100), vec![]),
+        (filter(None, Some("nothing"), 0, 100), vec![]),
+        (filter(Some(SessionId::generate()), None, 0, 100), vec![]),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(
+            indexes(list(a.id, filter.clone()).await),
+            expected,
+            "{filter:?}"
+        );
+    }
+    // Filtered entries carry their own fields, and only theirs.
+    assert_eq!(
+        list(a.id, filter(Some(s2), None, 0, 100)).await,
+        vec![
+            stored_evidence(&entries[1], 1),
+            stored_evidence(&entries[5], 5)
+        ]
+    );
+    assert_eq!(
+        list(b.id, filter(Some(s1), Some("exec"), 0, 100)).await,
+        vec![stored_evidence(&b_entry, 0)]
+    );
+
+    // A limit of 0 means 1000.
+    let (c, _) = tenant_with_key(&*store, "c").await;
+    let many: Vec<NewEvidenceEntry> = (0..1001)
+        .map(|_| NewEvidenceEntry {
+            fields: vec![],
+            ..evidence(c.id, None, "exec", 1)
+        })
+        .collect();
+    assert_eq!(append(&*store, &many).await, (0..1001).collect::<Vec<_>>());
+    assert_eq!(list(c.id, filter(None, None, 0, 0)).await.len(), 1000);
+    assert_eq!(list(c.id, filter(None, None, 0, 2000)).await.len(), 1001);
+
+    let hashes = |tenant: TenantId, from: u64, to: u64| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.evidence_leaf_hashes(tenant, from, to).await,
+                "leaf hashes",
+            )
+        }
+    };
+    let of = |range: std::ops::Range<usize>| -> Vec<[u8; 32]> {
+        entries[range].iter().map(|entry| entry.leaf_hash).collect()
+    };
+    assert_eq!(hashes(a.id, 0, 6).await, of(0..6));
+    assert_eq!(hashes(a.id, 1, 4).await, of(1..4));
+    assert_eq!(hashes(a.id, 4, 100).await, of(4..6));
+    assert_eq!(hashes(a.id, 0, u64::MAX).await, of(0..6));
+    assert_eq!(hashes(a.id, 3, 3).await, Vec::<[u8; 32]>::new());
+    assert_eq!(hashes(a.id, 5, 2).await, Vec::<[u8; 32]>::new());
+    assert_eq!(hashes(b.id, 0, 10).await, vec![b_entry.leaf_hash]);
+    assert_eq!(
+        hashes(TenantId::generate(), 0, 10).await,
+        Vec::<[u8; 32]>::new()
+    );
+}
+
+/// Shredding deletes the fields of the entries made before the cut-off (of one session,
+/// when given); the entries, their leaf hashes and the log's size stay.
+pub async fn evidence_shred_keeps_entries(store: Arc<dyn Store>) {
+    let (a, _) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let (s1, s2) = (SessionId::generate(), SessionId::generate());
+    let entries = vec![
+        evidence(a.id, Some(s1), "exec", 10),
+        evidence(a.id, Some(s2), "exec", 10),
+        evidence(a.id, Some(s1), "exec", 20),
+        evidence(a.id, None, "authz", 5),
+        evidence(a.id, Some(s1), "exec", 30),
+    ];
+    append(&*store, &entries).await;
+    let b_entries = vec![evidence(b.id, Some(s1), "exec", 10)];
+    append(&*store, &b_entries).await;
+    let fields = entries[0].fields.len() as u64;
+    let hashes_before = ok(store.evidence_leaf_hashes(a.id, 0, 5).await, "leaf hashes");
+    let shred = |session_id: Option<SessionId>, before: Timestamp| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.shred_evidence(a.id, session_id, before).await,
+                "shred evidence",
+            )
+        }
+    };
+    let expect = |shredded: &[usize]| -> Vec<EvidenceEntry> {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                let mut stored = stored_evidence(entry, index as u64);
+                if shredded.contains(&index) {
+                    stored.fields.clear();
+                }
+                stored
+            })
+            .collect()
+    };
+
+    // Of s1's entries only the first is older than at(20): the cut-off is exclusive.
+    assert_eq!(shred(Some(s1), at(20)).await, fields);
+    assert_eq!(shred(Some(s1), at(20)).await, 0, "shredded twice");
+    assert_eq!(all_evidence(&*store, a.id).await, expect(&[0]));
+    assert_eq!(shred(None, at(25)).await, 3 * fields);
+    assert_eq!(all_evidence(&*store, a.id).await, expect(&[0, 1, 2, 3]));
+    assert_eq!(shred(None, at(30)).await, 0);
+    assert_eq!(shred(None, at_micros(30_000_001)).await, fields);
+    assert_eq!(all_evidence(&*store, a.id).await, expect(&[0, 1, 2, 3, 4]));
+
+    assert_eq!(
+        ok(store.evidence_leaf_hashes(a.id, 0, 5).await, "leaf hashes"),
+        hashes_before
+    );
+    assert_eq!(ok(store.evidence_size(a.id).await, "evidence size"), 5);
+    assert_eq!(
+        all_evidence(&*store, b.id).await,
+        vec![stored_evidence(&b_entries[0], 0)],
+        "another tenant's fields"
+    );
+}
+
+fn evidence_checkpoint(tenant_id: TenantId, size: u8) -> EvidenceCheckpoint {
+    EvidenceCheckpoint {
+        tenant_id,
+        size: u64::from(size),
+        root: [size; 32],
+        note: format!("cordon.example/log/{tenant_id}\n{size}\nroot\n\n— cordon c2lnbmF0dXJl\n"),
+        at: at(i64::from(size)),
+    }
+}
+
+/// Checkpoints are stored once per size; the largest is the latest; they list by size
+/// range, smallest first.
+pub async fn evidence_checkpoints_put_latest_list(store: Arc<dyn Store>) {
+    let (a, _) = tenant_with_key(&*store, "a").await;
+    let (b, _) = tenant_with_key(&*store, "b").await;
+    let latest = |tenant: TenantId| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.latest_evidence_checkpoint(tenant).await,
+                "latest checkpoint",
+            )
+        }
+    };
+    let list = |from: u64, to: u64| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.list_evidence_checkpoints(a.id, from, to).await,
+                "list checkpoints",
+            )
+        }
+    };
+    assert_eq!(latest(a.id).await, None);
+    assert_eq!(list(0, u64::MAX).await, vec![]);
+
+    let [two, five, three] = [2, 5, 3].map(|size| evidence_checkpoint(a.id, size));
+    for checkpoint in [&two, &five, &three] {
+        ok(
+            store.put_evidence_checkpoint(checkpoint).await,
+            "put checkpoint",
+        );
+    }
+    let b_one = evidence_checkpoint(b.id, 1);
+    ok(
+        store.put_evidence_checkpoint(&b_one).await,
+        "put checkpoint",
+    );
+    assert_eq!(latest(a.id).await, Some(five.clone()));
+    assert_eq!(latest(b.id).await, Some(b_one));
+    assert_eq!(list(2, 3).await, vec![two.clone(), three.clone()]);
+    assert_eq!(
+        list(0, u64::MAX).await,
+        vec![two.clone(), three.clone(), five.clone()]
+    );
+    assert_eq!(list(5, 5).await, vec![five.clone()]);
+    assert_eq!(list(4, 4).await, vec![]);
+    assert_eq!(list(3, 2).await, vec![]);
+
+    // A size already stored keeps its first checkpoint.
+    let again = EvidenceCheckpoint {
+        root: [0xee; 32],
+        note: "another note".to_owned(),
+        at: at(99),
+        ..five.clone()
+    };
+    ok(store.put_evidence_checkpoint(&again).await, "put again");
+    assert_eq!(latest(a.id).await, Some(five.clone()));
+    assert_eq!(list(5, 5).await, vec![five]);
+
+    let error = refused(
+        store
+            .put_evidence_checkpoint(&evidence_checkpoint(TenantId::generate(), 1))
+            .await,
+        "put for an unknown tenant",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+}
+
+fn release(version: &WorkspaceVersion, name: &str) -> Release {
+    Release {
+        id: ReleaseId::generate(),
+        tenant_id: version.tenant_id,
+        name: name.to_owned(),
+        session_id: version.session_id,
+        version_id: version.id,
+        root: format!("release-root-{name}-{}", fixtures::unique_hex()),
+        envelope: "{\"payloadType\":\"application/vnd.in-toto+json\",\"payload\":\"e30=\",\
+                   \"signatures\":[{\"keyid\":\"k\",\"sig\":\"c2ln\"}]}"
+            .to_owned(),
+        created_by: "key_promoter".to_owned(),
+        created_at: at(50),
+        deleted_at: None,
+    }
+}
+
+/// Releases are stored as given, found by id and by name, listed in id order; a name is
+/// the tenant's for good, even once its release is removed. A release must come from a
+/// version of its own session and tenant.
+pub async fn releases_create_get_list_delete(store: Arc<dyn Store>) {
+    let (a, a_key) = tenant_with_key(&*store, "a").await;
+    let (b, b_key) = tenant_with_key(&*store, "b").await;
+    let a_ses = session(&*store, a.id, a_key.id).await;
+    let a_other = session(&*store, a.id, a_key.id).await;
+    let b_ses = session(&*store, b.id, b_key.id).await;
+    let a_version = version_chain(&*store, &a_ses, 1).await.remove(0);
+    let b_version = version_chain(&*store, &b_ses, 1).await.remove(0);
+    let list = |tenant: TenantId| {
+        let store = Arc::clone(&store);
+        async move { ok(store.list_releases(tenant).await, "list releases") }
+    };
+    let by_name = |tenant: TenantId, name: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.get_release_by_name(tenant, name).await,
+                "get release by name",
+            )
+        }
+    };
+    assert_eq!(list(a.id).await, vec![]);
+
+    let first = release(&a_version, "v1.0");
+    let second = release(&a_version, "v1.1");
+    ok(store.create_release(&first).await, "create release");
+    ok(store.create_release(&second).await, "create release");
+    assert_eq!(
+        ok(store.get_release(a.id, first.id).await, "get release"),
+        Some(first.clone())
+    );
+    assert_eq!(by_name(a.id, "v1.1").await, Some(second.clone()));
+    assert_eq!(list(a.id).await, vec![first.clone(), second.clone()]);
+
+    // Names are per tenant, and taken once.
+    let b_release = release(&b_version, "v1.0");
+    ok(
+        store.create_release(&b_release).await,
+        "same name, other tenant",
+    );
+    let error = refused(
+        store.create_release(&release(&a_version, "v1.0")).await,
+        "create with a taken name",
+    );
+    assert!(
+        matches!(&error, StoreError::ReleaseNameTaken(name) if name == "v1.0"),
+        "{error:?}"
+    );
+    assert_eq!(list(a.id).await, vec![first.clone(), second.clone()]);
+    assert_eq!(
+        ok(store.get_release(b.id, first.id).await, "get release"),
+        None
+    );
+    assert_eq!(by_name(b.id, "v1.1").await, None);
+    assert_eq!(list(b.id).await, vec![b_release.clone()]);
+
+    // Only from a version of the release's own session and tenant.
+    let refusals = [
+        Release {
+            version_id: VersionId::generate(),
+            ..release(&a_version, "unknown version")
+        },
+        Release {
+            session_id: a_other.id,
+            ..release(&a_version, "other session")
+        },
+        Release {
+            tenant_id: a.id,
+            ..release(&b_version, "other tenant")
+        },
+    ];
+    for refusal in refusals {
+        let error = refused(store.create_release(&refusal).await, &refusal.name);
+        assert!(
+            matches!(error, StoreError::NotFound),
+            "{}: {error:?}",
+            refusal.name
+        );
+    }
+
+    // Removal hides a release; its name stays taken.
+    let error = refused(
+        store.delete_release(b.id, first.id, at(60)).await,
+        "delete another tenant's release",
+    );
+    assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    ok(
+        store.delete_release(a.id, first.id, at(60)).await,
+        "delete release",
+    );
+    assert_eq!(
+        ok(store.get_release(a.id, first.id).await, "get release"),
+        None
+    );
+    assert_eq!(by_name(a.id, "v1.0").await, None);
+    assert_eq!(list(a.id).await, vec![second]);
+    for id in [first.id, ReleaseId::generate()] {
+        let error = refused(
+            store.delete_release(a.id, id, at(61)).await,
+            "delete a removed or unknown release",
+        );
+        assert!(matches!(error, StoreError::NotFound), "{error:?}");
+    }
+    let error = refused(
+        store.create_release(&release(&a_version, "v1.0")).await,
+        "reuse a removed release's name",
+    );
+    assert!(
+        matches!(&error, StoreError::ReleaseNameTaken(name) if name == "v1.0"),
+        "{error:?}"
+    );
+    assert_eq!(by_name(b.id, "v1.0").await, Some(b_release));
+}
+
+/// Closes a new session at `at(seconds)`.
+async fn closed_session(
+    store: &dyn Store,
+    tenant: TenantId,
+    owner: KeyId,
+    seconds: i64,
+) -> Session {
+    let created = session(store, tenant, owner).await;
+    let fence = lease(store, tenant, created.id, "closer", at(seconds))
+        .await
+        .token;
+    let close = step(
+        &created,
+        Phase::Created,
+        Phase::Closed,
+        fence,
+        "closer",
+        at(seconds),
+    );
+    ok(store.transition(&close).await, "close session")
+}
+
+/// Retention sees the closed sessions of every tenant, closed before the cut-off,
+/// oldest first, at most `limit`.
+pub async fn closed_sessions_oldest_first(store: Arc<dyn Store>) {
+    let (a, a_key) = tenant_with_key(&*store, "a").await;
+    let (b, b_key) = tenant_with_key(&*store, "b").await;
+    let a_first = closed_session(&*store, a.id, a_key.id, 50).await;
+    let b_first = closed_session(&*store, b.id, b_key.id, 40).await;
+    let a_second = closed_session(&*store, a.id, a_key.id, 60).await;
+    // Sessions in other phases, however old, are not for retention.
+    let open = session(&*store, a.id, a_key.id).await;
+    advance(&*store, &open, Phase::Active).await;
+    let suspended = session(&*store, b.id, b_key.id).await;
+    advance(&*store, &suspended, Phase::Suspended).await;
+    session(&*store, b.id, b_key.id).await;
+
+    let closed = |before: Timestamp, limit: u32| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(
+                store.closed_sessions(before, limit).await,
+                "closed sessions",
+            )
+        }
+    };
+    assert_eq!(
+        closed(at(100), 10).await,
+        vec![b_first.clone(), a_first.clone(), a_second]
+    );
+    assert_eq!(
+        closed(at(60), 10).await,
+        vec![b_first.clone(), a_first.clone()]
+    );
+    assert_eq!(closed(at(100), 2).await, vec![b_first, a_first]);
+    assert_eq!(closed(at(40), 10).await, vec![]);
+    assert_eq!(closed(at(100), 0).await, vec![]);
+}
+
+/// What blob garbage collection must keep: the roots of live versions and live releases
+/// of every tenant, each once.
+pub async fn live_artifact_roots_of_every_tenant(store: Arc<dyn Store>) {
+    let (a, a_key) = tenant_with_key(&*store, "a").await;
+    let (b, b_key) = tenant_with_key(&*store, "b").await;
+    let a_ses = session(&*store, a.id, a_key.id).await;
+    let b_ses = session(&*store, b.id, b_key.id).await;
+    let roots = || {
+        let store = Arc::clone(&store);
+        async move {
+            let mut roots = ok(store.live_artifact_roots().await, "live roots");
+            roots.sort();
+            roots
+        }
+    };
+    let expect = |roots: &[&str]| -> Vec<String> {
+        let mut roots: Vec<String> = roots.iter().map(|root| (*root).to_owned()).collect();
+        roots.sort();
+        roots
+    };
+    assert_eq!(roots().await, Vec::<String>::new());
+
+    let a_first = version(&a_ses, None, "shared");
+    let a_second = version(&a_ses, Some(a_first.id), "a-second");
+    let b_first = version(&b_ses, None, "shared");
+    for created in [&a_first, &a_second, &b_first] {
+        ok(store.create_version(created).await, "create version");
+    }
+    let a_release = Release {
+        root: "a-release".to_owned(),
+        ..release(&a_first, "a")
+    };
+    let b_release = Release {
+        root: "b-release".to_owned(),
+        ..release(&b_first, "b")
+    };
+    ok(store.create_release(&a_release).await, "create release");
+    ok(store.create_release(&b_release).await, "create release");
+    assert_eq!(
+        roots().await,
+        expect(&["shared", "a-second", "a-release", "b-release"])
+    );
+
+    let removed = [a_first.id, a_second.id];
+    ok(
+        store.delete_versions(a.id, &removed, at(70)).await,
+        "delete versions",
+    );
+    // b's first version still holds the shared root.
+    assert_eq!(roots().await, expect(&["shared", "a-release", "b-release"]));
+    ok(
+        store.delete_release(a.id, a_release.id, at(70)).await,
+        "delete release",
+    );
+    ok(
+        store.delete_versions(b.id, &[b_first.id], at(70)).await,
+        "delete versions",
+    );
+    // A release keeps its own root after its version is gone.
+    assert_eq!(roots().await, expect(&["b-release"]));
 }
 
 // ---------------------------------------------------------------------------------------

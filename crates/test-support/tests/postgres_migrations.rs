@@ -29,6 +29,7 @@ fn every_migration() -> Vec<(i64, String)> {
         (1, "foundation".to_owned()),
         (2, "idempotency_expiry".to_owned()),
         (3, "egress".to_owned()),
+        (4, "artifacts".to_owned()),
     ]
 }
 
