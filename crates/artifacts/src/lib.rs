@@ -8,3 +8,26 @@
 //!
 //! Knows neither HTTP nor the sandbox runtime: `control` hands it a directory (quiesced)
 //! and the store.
+
+pub mod archive;
+pub mod blob;
+pub mod chunk;
+pub mod diff;
+pub mod error;
+mod fsutil;
+pub mod gc;
+pub mod manifest;
+pub mod restore;
+pub mod snapshot;
+mod tree;
+
+pub use archive::{
+    ArchiveLimits, ListedEntry, ListedKind, Subject, export_tar, file_list, import_tar, read_file,
+    subset,
+};
+pub use blob::{BlobInfo, BlobStore, Hash, S3Config};
+pub use diff::{Change, ChangeKind, diff};
+pub use error::{ArtifactError, Result};
+pub use gc::{GcStats, collect_garbage};
+pub use restore::{RestoreStats, restore};
+pub use snapshot::{Limits, Snapshot, SnapshotIndex, snapshot};
