@@ -179,6 +179,15 @@ impl Signer {
         }
     }
 
+    /// A bare ed25519 signature over `message`, for the DSSE envelopes of releases.
+    ///
+    /// The key also signs checkpoint bodies. The two cannot be taken for each other: a
+    /// note body has at least three newline-terminated lines, while the DSSE messages
+    /// we sign and accept (`crate::dsse`) hold only canonical JSON, which has no newline.
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.key.sign(message).as_ref().to_vec()
+    }
+
     /// The signed note: the body, a blank line, and this key's signature line.
     pub fn sign(&self, checkpoint: &Checkpoint) -> Result<String, CheckpointError> {
         let body = checkpoint.body()?;
@@ -212,6 +221,18 @@ impl Verifier {
             id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             STANDARD.encode(key)
         )
+    }
+
+    /// The key id in hex (8 digits), as in [`Verifier::to_text`].
+    pub fn key_id(&self) -> String {
+        hex::encode(key_id(&self.name, &self.public_key))
+    }
+
+    /// Whether `signature` is this key's ed25519 signature over `message`.
+    pub fn verify_bytes(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.public_key)
+            .verify(message, signature)
+            .is_ok()
     }
 
     /// Parses [`Verifier::to_text`]'s form, checking that the key id matches.

@@ -5,12 +5,29 @@
 //!   inclusion and consistency proofs, and their verification.
 //! - [`checkpoint`]: signed checkpoints in the C2SP `tlog-checkpoint` body inside a C2SP
 //!   `signed-note`, signed with ed25519.
+//! - [`frontier`]: the O(log n) right edge of an append-only tree, for appending.
+//! - [`canonical`]: canonical JSON (RFC 8785), the bytes that get hashed and signed.
+//! - [`entry`]: an evidence entry's leaf, with salted commitments to its payload fields
+//!   so that a field can be shredded while the leaf and its proofs stay valid.
+//! - [`bundle`]: the offline export of a tenant's or session's evidence and its
+//!   verification.
+//! - [`dsse`]: in-toto statements in DSSE envelopes, for signed releases.
 //!
-//! Groundwork for the artifacts issue: the store, the API and the export bundle build on
-//! these functions.
+//! The artifacts runtime (the evidence log's writer, releases) and the CLI's offline
+//! verifiers build on these functions.
 
+pub mod bundle;
+pub mod canonical;
 pub mod checkpoint;
+pub mod dsse;
+pub mod entry;
+pub mod frontier;
 pub mod merkle;
 
+pub use bundle::{Bundle, BundleError, Report};
+pub use canonical::to_canonical;
 pub use checkpoint::{Checkpoint, CheckpointError, Signer, Verifier};
+pub use dsse::{DsseError, ReleaseReport, Subject};
+pub use entry::{Draft, EntryError, ParsedLeaf, Sealed, SealedField};
+pub use frontier::Frontier;
 pub use merkle::{Hash, ProofError};
