@@ -141,6 +141,7 @@ pub(crate) fn authorize(
     for error in &decision.errors {
         tracing::warn!(%error, action = action.as_str(), "policy evaluation error");
     }
+    record_decision(state, caller, action, &resource, &decision);
     if decision.allowed {
         return Ok(());
     }
@@ -157,6 +158,50 @@ pub(crate) fn authorize(
         )
     };
     Err(ApiError::new(ReasonCode::AuthzDenied, message))
+}
+
+/// Whether an action only reads (its decisions are evidence only when denied).
+fn is_read(action: Action) -> bool {
+    let name = action.as_str();
+    name.ends_with(".read") || name.ends_with(".list") || name == "session.events"
+}
+
+/// Records an authorization decision as evidence: every denial, and every allowed
+/// action that changes something. Reads that were allowed are not recorded (the log
+/// would be mostly reads).
+fn record_decision(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    resource: &Resource<'_>,
+    decision: &cordon_policy::Decision,
+) {
+    if decision.allowed && is_read(action) {
+        return;
+    }
+    let Some(artifacts) = state.control().artifacts() else {
+        return;
+    };
+    let (tenant_id, session_id, resource_text) = match resource {
+        Resource::Deployment => (caller.tenant_id(), None, "deployment".to_owned()),
+        Resource::Tenant(id) => (*id, None, id.to_string()),
+        Resource::Key { id, tenant_id, .. } => (*tenant_id, None, id.to_string()),
+        Resource::Session { id, tenant_id, .. } => (*tenant_id, Some(*id), id.to_string()),
+    };
+    // Evidence stays inside one tenant: a system key's decision about another tenant
+    // is that tenant's evidence.
+    let record = cordon_artifacts::evidence_log::Record::new(
+        tenant_id,
+        session_id,
+        "authz",
+        &caller.actor(),
+    )
+    .field("action", action.as_str())
+    .field("resource", resource_text)
+    .field("allowed", decision.allowed)
+    .field("policies", decision.policies.clone())
+    .field("role", caller.key.role.as_str());
+    artifacts.evidence.record_detached(record);
 }
 
 /// Recently authenticated keys by token digest, so that a busy client does not cost a

@@ -31,6 +31,8 @@ pub struct ApiOptions {
     pub max_body_bytes: usize,
     /// Largest file upload into a sandbox.
     pub max_file_bytes: usize,
+    /// Largest workspace archive uploaded as a version.
+    pub max_archive_bytes: usize,
     /// A pending idempotency claim older than this is considered abandoned.
     pub idempotency_stale_after: Duration,
     /// How long an authenticated key is trusted without asking the store again; bounds
@@ -47,6 +49,7 @@ impl Default for ApiOptions {
         Self {
             max_body_bytes: 1 << 20,
             max_file_bytes: 64 << 20,
+            max_archive_bytes: 512 << 20,
             idempotency_stale_after: Duration::from_secs(60),
             key_cache_ttl: Duration::from_secs(2),
             lease_default_ttl: Duration::from_secs(15 * 60),

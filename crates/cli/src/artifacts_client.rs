@@ -821,16 +821,11 @@ struct CheckpointSession {
     updated_at: String,
 }
 
-/// The session after a checkpoint and the version it recorded: the top-level member
-/// that reads as a version (`version` today; whichever duplicate a JSON reader keeps,
-/// the object or the session's counter, this finds the version when there is one).
+/// The session after a checkpoint and the version it recorded (`workspace_version`).
 fn checkpoint_text(value: serde_json::Value) -> Outcome<String> {
-    let version = value.as_object().and_then(|members| {
-        members
-            .values()
-            .filter(|member| member.is_object())
-            .find_map(|member| serde_json::from_value::<VersionBody>(member.clone()).ok())
-    });
+    let version = value
+        .get("workspace_version")
+        .and_then(|member| serde_json::from_value::<VersionBody>(member.clone()).ok());
     let s: CheckpointSession = typed(value)?;
     let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut out = table(

@@ -230,6 +230,7 @@ fn config(data_dir: PathBuf, database_url: Option<String>) -> ServerConfig {
             mode: crate::serve::EgressMode::Off,
             ..crate::serve::EgressSettings::default()
         },
+        artifacts: crate::artifacts::ArtifactSettings::default(),
     }
 }
 

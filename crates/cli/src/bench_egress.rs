@@ -555,6 +555,7 @@ async fn start_cordon(
             resolve: vec![(TUNNEL_HOST.to_owned(), tunnel_upstream.ip())],
             ..EgressSettings::default()
         },
+        artifacts: crate::artifacts::ArtifactSettings::default(),
     })
     .await?;
     let api = Api {

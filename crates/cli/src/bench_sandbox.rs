@@ -130,6 +130,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             ..SandboxSettings::default()
         },
         egress: EgressSettings::default(),
+        artifacts: crate::artifacts::ArtifactSettings::default(),
     };
     let server = serve::start(config).await?;
     // A second server keeps two spare sandboxes, as `cordon serve` does by default.
@@ -149,6 +150,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             ..SandboxSettings::default()
         },
         egress: EgressSettings::default(),
+        artifacts: crate::artifacts::ArtifactSettings::default(),
     })
     .await?;
     let pooled_api = Api {

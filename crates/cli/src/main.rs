@@ -3,6 +3,8 @@
 //! Data goes to stdout (tables, or JSON with `--json`); diagnostics and errors go to
 //! stderr, errors with their reason code. Exit codes are listed in [`exit`].
 
+mod artifacts;
+mod artifacts_client;
 mod bench;
 mod bench_egress;
 mod bench_sandbox;
@@ -12,6 +14,7 @@ mod egress_client;
 mod exit;
 mod sandbox_client;
 mod serve;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -32,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage tenants (system admin key).
     Tenant(client::ClientArgs<client::TenantCommand>),
     /// Manage API keys.
@@ -52,6 +55,16 @@ enum Command {
     Files(client::ClientArgs<sandbox_client::FilesCommand>),
     /// List and kill the processes of a session's sandbox.
     Process(client::ClientArgs<sandbox_client::ProcessCommand>),
+    /// Snapshot a session's workspace into a new version and move the session to
+    /// `checkpointed`: `cordon checkpoint SESSION [--summary S] [--reason R]`.
+    Checkpoint(artifacts_client::CheckpointArgs),
+    /// A session's workspace versions: list, show, diff, download, upload, restore, fork.
+    Version(client::ClientArgs<artifacts_client::VersionCommand>),
+    /// The tenant's evidence log: entries, signed checkpoints, proofs, export and
+    /// offline verification.
+    Evidence(client::ClientArgs<artifacts_client::EvidenceCommand>),
+    /// Signed releases: promote a version, list, show, download, verify offline.
+    Release(client::ClientArgs<artifacts_client::ReleaseCommand>),
     /// Measure the server (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -81,7 +94,7 @@ fn main() -> std::process::ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Tenant(args) => client::run_tenant(args).await,
             Command::Key(args) => client::run_key(args).await,
             Command::Session(args) => client::run_session(args).await,
@@ -91,6 +104,10 @@ fn main() -> std::process::ExitCode {
             Command::Exec(args) => sandbox_client::run_exec(args).await,
             Command::Files(args) => sandbox_client::run_files(args).await,
             Command::Process(args) => sandbox_client::run_process(args).await,
+            Command::Checkpoint(args) => artifacts_client::run_checkpoint(args).await,
+            Command::Version(args) => artifacts_client::run_version(args).await,
+            Command::Evidence(args) => artifacts_client::run_evidence(args).await,
+            Command::Release(args) => artifacts_client::run_release(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })

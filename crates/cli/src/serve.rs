@@ -20,7 +20,9 @@ use cordon_store_postgres::{PostgresOptions, PostgresStore};
 use cordon_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 
+use crate::artifacts::{ArtifactSettings, BlobLocation};
 use crate::exit;
+use cordon_artifacts::S3Config;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -83,6 +85,36 @@ pub struct ServeArgs {
     /// The longest a credential lease may last, renewals included, in seconds.
     #[arg(long, env = "CORDON_LEASE_MAX_TTL", default_value_t = 3600)]
     lease_max_ttl: u64,
+    /// Directory of the content-addressed blob store (default `<data-dir>/blobs`).
+    #[arg(long, env = "CORDON_BLOB_DIR", conflicts_with = "s3_bucket")]
+    blob_dir: Option<PathBuf>,
+    /// Keep blobs in this bucket of an S3-compatible service instead of local files;
+    /// credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "CORDON_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// The S3 endpoint, e.g. http://127.0.0.1:9000 (default: AWS for the region).
+    #[arg(long, env = "CORDON_S3_ENDPOINT", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    /// The S3 region.
+    #[arg(long, env = "CORDON_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Where a closed session's evidence bundle is written (default `<data-dir>/exports`).
+    #[arg(long, env = "CORDON_EVIDENCE_EXPORT_DIR")]
+    evidence_export_dir: Option<PathBuf>,
+    /// The signing key's name, which also prefixes every evidence log's origin.
+    #[arg(
+        long,
+        env = "CORDON_EVIDENCE_KEY_NAME",
+        default_value = "cordon.local/evidence"
+    )]
+    evidence_key_name: String,
+    /// JSON retention rules: {"rules": [{"workload_class", "working_state_days",
+    /// "keep_last_versions", "evidence_days", "releases_days"}]}.
+    #[arg(long, env = "CORDON_RETENTION")]
+    retention: Option<PathBuf>,
+    /// Seconds between retention sweeps (0: never).
+    #[arg(long, env = "CORDON_RETENTION_INTERVAL", default_value_t = 3600)]
+    retention_interval: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -155,6 +187,7 @@ pub struct ServerConfig {
     pub bootstrap_token: Option<String>,
     pub sandbox: SandboxSettings,
     pub egress: EgressSettings,
+    pub artifacts: ArtifactSettings,
 }
 
 /// A server running in this process.
@@ -202,6 +235,13 @@ pub(crate) fn init_logging(format: LogFormat) {
 
 pub async fn run(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
+    let artifacts = match artifact_settings(&args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            return exit::code(exit::USAGE);
+        }
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -230,6 +270,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             },
             lease_max_ttl: Duration::from_secs(args.lease_max_ttl.max(1)),
         },
+        artifacts,
     };
     let server = match start(config).await {
         Ok(server) => server,
@@ -247,6 +288,45 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             exit::code(exit::INTERNAL)
         }
     }
+}
+
+fn artifact_settings(args: &ServeArgs) -> anyhow::Result<ArtifactSettings> {
+    let blobs = match (&args.s3_bucket, &args.blob_dir) {
+        (Some(bucket), _) => {
+            let variable = |name: &str| {
+                std::env::var(name)
+                    .with_context(|| format!("--s3-bucket needs {name} in the environment"))
+            };
+            BlobLocation::S3(S3Config {
+                endpoint: args
+                    .s3_endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", args.s3_region)),
+                bucket: bucket.clone(),
+                region: args.s3_region.clone(),
+                access_key_id: variable("AWS_ACCESS_KEY_ID")?,
+                secret_access_key: variable("AWS_SECRET_ACCESS_KEY")?,
+                allow_http: args
+                    .s3_endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
+            })
+        }
+        (None, Some(dir)) => BlobLocation::Dir(dir.clone()),
+        (None, None) => BlobLocation::DataDir,
+    };
+    let retention = match &args.retention {
+        Some(path) => crate::artifacts::load_retention(path)?,
+        None => Vec::new(),
+    };
+    Ok(ArtifactSettings {
+        blobs,
+        export_dir: args.evidence_export_dir.clone(),
+        key_name: args.evidence_key_name.clone(),
+        retention,
+        retention_every: (args.retention_interval > 0)
+            .then(|| Duration::from_secs(args.retention_interval)),
+    })
 }
 
 async fn shutdown_signal() {
@@ -296,6 +376,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let egress = crate::egress::start(&store, &config, addr).await?;
     let ca_pem = egress.as_ref().map(|e| e.gateway.ca_cert_pem().to_owned());
     let sandboxes = sandbox_manager(&config, ca_pem).await?;
+    let artifacts = crate::artifacts::start(&store, &config.data_dir, &config.artifacts).await?;
+    if let Some(egress) = &egress {
+        egress.env.set_evidence(artifacts.evidence.clone());
+    }
     let control = Control::with_runtimes(
         Arc::clone(&store),
         ControlOptions {
@@ -304,7 +388,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         },
         sandboxes,
         egress,
-    );
+    )
+    .with_artifacts(artifacts);
     let removed = control.reconcile_sandboxes().await;
     if removed > 0 {
         tracing::info!(
@@ -333,7 +418,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             })
             .await
     });
-    let housekeeping = tokio::spawn(purge_idempotency_records(Arc::clone(&store)));
+    // One task for the periodic chores, so stopping the server stops them all.
+    let purge = purge_idempotency_records(Arc::clone(&store));
+    let sweep_control = control.clone();
+    let sweep_every = config.artifacts.retention_every;
+    let housekeeping = tokio::spawn(async move {
+        let sweep = async move {
+            match sweep_every {
+                Some(every) => crate::artifacts::sweep_forever(sweep_control, every).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::join!(purge, sweep);
+    });
     tracing::info!(%node_id, "listening on http://{addr}");
     Ok(RunningServer {
         addr,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use cordon_artifacts::evidence_log::{EvidenceLog, Record};
 use cordon_core::{
     CredentialLease, EgressDecision, EgressPolicyVersion, Phase, SecretRecord, SessionId, TenantId,
 };
@@ -37,6 +38,8 @@ pub struct StoreEgressEnv {
     file_policy: Arc<PolicySnapshot>,
     views: Mutex<HashMap<SessionId, (Instant, Arc<SessionView>)>>,
     policies: Mutex<HashMap<TenantId, (Instant, Arc<PolicySnapshot>)>>,
+    /// Where decisions are also recorded as evidence, when the node keeps it.
+    evidence: std::sync::OnceLock<EvidenceLog>,
 }
 
 impl StoreEgressEnv {
@@ -47,7 +50,13 @@ impl StoreEgressEnv {
             file_policy: Arc::new(file_policy),
             views: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
+            evidence: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records every decision in the evidence log too (set once, at start).
+    pub fn set_evidence(&self, evidence: EvidenceLog) {
+        let _ = self.evidence.set(evidence);
     }
 
     pub fn master_key(&self) -> &MasterKey {
@@ -173,8 +182,39 @@ impl EgressEnv for StoreEgressEnv {
         self.store
             .append_egress_decisions(&decisions)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if let Some(evidence) = self.evidence.get() {
+            for decision in &decisions {
+                evidence.record(decision_record(decision)).await;
+            }
+        }
+        Ok(())
     }
+}
+
+/// An egress decision as an evidence entry (the path only, never the query string).
+fn decision_record(decision: &EgressDecision) -> Record {
+    Record::new(
+        decision.tenant_id,
+        Some(decision.session_id),
+        "egress",
+        "gateway",
+    )
+    .field("kind", decision.kind.clone())
+    .field("host", decision.host.clone())
+    .field("port", decision.port)
+    .field("address", decision.address.clone())
+    .field("method", decision.method.clone())
+    .field("path", decision.path.clone())
+    .field("reason", decision.reason.as_str())
+    .field("mode", decision.mode.clone())
+    .field("service_class", decision.service_class.clone())
+    .field("rule", decision.rule.clone())
+    .field("policy_version", decision.policy_version.clone())
+    .field("credential", decision.credential.clone())
+    .field("status", decision.status)
+    .field("bytes_sent", decision.bytes_sent)
+    .field("bytes_received", decision.bytes_received)
 }
 
 /// Parses a stored policy version into the snapshot the gateway uses.

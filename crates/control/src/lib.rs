@@ -15,7 +15,10 @@ use cordon_core::{
 use cordon_egress::{SessionKey, SessionListeners};
 use cordon_sandbox::{SandboxError, SandboxManager};
 
+pub mod artifacts;
 pub mod egress;
+pub use artifacts::{Artifacts, PromoteSpec, RetentionReport, RetentionRule, SecretRedactor};
+use cordon_artifacts::evidence_log::Record;
 use cordon_store::{LeaseOutcome, Store, StoreError, Transition};
 pub use egress::Egress;
 
@@ -37,6 +40,19 @@ pub enum ControlError {
     /// The session's sandbox could not follow the transition; the phase is unchanged.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// A workspace version could not be made, read or restored.
+    #[error(transparent)]
+    Artifact(#[from] cordon_artifacts::ArtifactError),
+    #[error(transparent)]
+    Evidence(#[from] cordon_artifacts::evidence_log::EvidenceError),
+    /// The operation needs a running sandbox: the session is `active` or `checkpointed`.
+    #[error(
+        "the session is {0}: its workspace can be changed only while it is active or checkpointed"
+    )]
+    NotActive(Phase),
+    /// The node runs no artifacts runtime (or no sandboxes) for this operation.
+    #[error("{0}")]
+    Unavailable(&'static str),
 }
 
 impl From<StoreError> for ControlError {
@@ -58,6 +74,10 @@ impl ControlError {
             ControlError::Conflict => ReasonCode::SessionConflict,
             ControlError::Store(error) => error.reason(),
             ControlError::Sandbox(error) => error.reason(),
+            ControlError::Artifact(error) => error.reason(),
+            ControlError::Evidence(error) => error.reason(),
+            ControlError::Unavailable(_) => ReasonCode::SandboxUnavailable,
+            ControlError::NotActive(_) => ReasonCode::SessionNotActive,
         }
     }
 }
@@ -100,6 +120,8 @@ struct Inner {
     sandboxes: Option<SandboxManager>,
     /// The egress gateway, when sandboxes on this node may reach out.
     egress: Option<Egress>,
+    /// Versions, evidence and releases, when this node keeps them.
+    artifacts: Option<Arc<Artifacts>>,
 }
 
 /// How many times a transition is retried when the session moved under it.
@@ -139,7 +161,30 @@ impl Control {
                 session_locks: Mutex::new(HashMap::new()),
                 sandboxes,
                 egress,
+                artifacts: None,
             }),
+        }
+    }
+
+    /// Adds the artifacts runtime (call before the writer is shared).
+    pub fn with_artifacts(mut self, artifacts: Arc<Artifacts>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.artifacts = Some(artifacts);
+        } else {
+            tracing::error!("artifacts added to a shared control writer: ignored");
+        }
+        self
+    }
+
+    /// The artifacts runtime, if this node keeps versions, evidence and releases.
+    pub fn artifacts(&self) -> Option<&Arc<Artifacts>> {
+        self.inner.artifacts.as_ref()
+    }
+
+    /// Records evidence (when the node keeps it) without waiting for durability.
+    pub async fn evidence(&self, record: Record) {
+        if let Some(artifacts) = self.artifacts() {
+            artifacts.record(record).await;
         }
     }
 
@@ -181,11 +226,22 @@ impl Control {
         actor: &str,
         reason: Option<String>,
     ) -> Result<Session> {
-        let store = &self.inner.store;
         // One writer per session on this node: concurrent requests queue here instead
         // of racing each other in the store (other nodes are kept out by the lease).
         let lock = self.session_lock(session.id);
         let _turn = lock.lock().await;
+        self.transition_locked(session, action, actor, reason).await
+    }
+
+    /// [`Control::transition`] for a caller that holds the session's turn.
+    async fn transition_locked(
+        &self,
+        session: &Session,
+        action: SessionAction,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Session> {
+        let store = &self.inner.store;
         let mut current = session.clone();
         for attempt in 0..=CONCURRENT_CHANGE_RETRIES {
             let to = current.phase.apply(action)?;
@@ -226,6 +282,17 @@ impl Control {
                     self.egress_after(&updated, actor).await;
                     if updated.phase == Phase::Closed {
                         self.sandbox_close(updated.id).await;
+                    }
+                    self.evidence(
+                        Record::new(updated.tenant_id, Some(updated.id), "lifecycle", actor)
+                            .field("action", action.as_str())
+                            .field("from", current.phase.as_str())
+                            .field("to", updated.phase.as_str())
+                            .field("reason", reason.clone()),
+                    )
+                    .await;
+                    if updated.phase == Phase::Closed {
+                        self.artifacts_after_close(&updated).await;
                     }
                     return Ok(updated);
                 }
@@ -270,9 +337,18 @@ impl Control {
                     .await?;
             }
             (_, Phase::Active) => {
-                sandboxes
+                let fresh = sandboxes
                     .resume(&id, &session.workload_class, &session.tenant_id.to_string())
                     .await?;
+                if fresh && let Err(error) = self.restore_head(session).await {
+                    // A session must not come back with an empty workspace it did not
+                    // have: take the fresh sandbox down again and refuse.
+                    tracing::error!(session = %session.id, %error, "cannot restore the lost sandbox's workspace");
+                    if let Err(error) = sandboxes.destroy(&id).await {
+                        tracing::warn!(session = %session.id, %error, "cannot remove the fresh sandbox");
+                    }
+                    return Err(error);
+                }
             }
             (_, Phase::Suspended) => match sandboxes.suspend(&id).await {
                 // Nothing to freeze: the next resume starts a fresh sandbox.
@@ -316,7 +392,7 @@ impl Control {
             Phase::Active => self.attach_egress(session).await,
             Phase::Suspended | Phase::Closed => {
                 let reason = format!("session {} by {actor}", session.phase);
-                if let Err(error) = self
+                match self
                     .inner
                     .store
                     .revoke_session_credential_leases(
@@ -327,8 +403,19 @@ impl Control {
                     )
                     .await
                 {
+                    Ok(0) => {}
+                    Ok(revoked) => {
+                        self.evidence(
+                            Record::new(session.tenant_id, Some(session.id), "lease.revoke", actor)
+                                .field("leases", revoked)
+                                .field("reason", reason.clone()),
+                        )
+                        .await;
+                    }
                     // The gateway refuses a session that is not active anyway.
-                    tracing::warn!(session = %session.id, %error, "cannot revoke the session's credential leases");
+                    Err(error) => {
+                        tracing::warn!(session = %session.id, %error, "cannot revoke the session's credential leases");
+                    }
                 }
                 egress.env.invalidate_session(session.id);
                 if session.phase == Phase::Closed {

@@ -696,17 +696,18 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// Restores the limits and thaws. A sandbox that was lost is replaced by a new one.
-    pub async fn resume(&self, id: &str, class: &str, owner: &str) -> Result<()> {
+    /// Restores the limits and thaws. A sandbox that was lost is replaced by a new one:
+    /// then the answer is `true` (its workspace starts empty).
+    pub async fn resume(&self, id: &str, class: &str, owner: &str) -> Result<bool> {
         let sandbox = match self.get(id) {
             Ok(sandbox) => sandbox,
             Err(SandboxError::Lost(_) | SandboxError::NotRunning) => {
-                return self.start(id, class, owner).await;
+                return self.start(id, class, owner).await.map(|()| true);
             }
             Err(other) => return Err(other),
         };
         if !self.alive(&sandbox).await {
-            return self.start(id, class, owner).await;
+            return self.start(id, class, owner).await.map(|()| true);
         }
         let cgroup = sandbox.cgroup.clone();
         let limits = sandbox.record.limits;
@@ -716,6 +717,28 @@ impl SandboxManager {
         })
         .await?;
         sandbox.set_state(SandboxState::Running);
+        Ok(false)
+    }
+
+    /// Freezes a running sandbox's processes, limits untouched, so its files hold still
+    /// while they are read or replaced (a checkpoint, a restore). Answers whether it
+    /// froze anything: a suspended sandbox is frozen already and stays as it is.
+    /// [`SandboxManager::unquiesce`] thaws it.
+    pub async fn quiesce(&self, id: &str) -> Result<bool> {
+        let sandbox = self.get(id)?;
+        if sandbox.state() != SandboxState::Running {
+            return Ok(false);
+        }
+        let cgroup = sandbox.cgroup.clone();
+        blocking(move || cgroup.freeze()).await?;
+        Ok(true)
+    }
+
+    /// Thaws what [`SandboxManager::quiesce`] froze.
+    pub async fn unquiesce(&self, id: &str) -> Result<()> {
+        let sandbox = self.get(id)?;
+        let cgroup = sandbox.cgroup.clone();
+        blocking(move || cgroup.thaw()).await?;
         Ok(())
     }
 

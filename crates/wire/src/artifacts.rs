@@ -63,14 +63,15 @@ pub struct VersionList {
 }
 
 /// The answer of a checkpoint: the session after the transition (its fields at the top
-/// level, as every lifecycle route answers) and the version it recorded, when the node
-/// runs sandboxes and artifacts.
+/// level, as every lifecycle route answers) and, as `workspace_version`, the version it
+/// recorded when the node runs sandboxes and artifacts (the session's own `version` is
+/// its event count).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CheckpointResponse<S> {
     #[serde(flatten)]
     pub session: S,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<VersionBody>,
+    pub workspace_version: Option<VersionBody>,
 }
 
 /// One difference between two versions.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cordon_artifacts::evidence_log::Record;
 use cordon_control::Egress;
 use cordon_core::{
     CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter, EgressPolicyVersion,
@@ -257,6 +258,10 @@ pub(crate) async fn create_secret(
         deleted_at: None,
     };
     state.store().create_secret(&secret).await?;
+    if let Some(artifacts) = state.control().artifacts() {
+        // Evidence written from now on must not carry the new value.
+        artifacts.redactor.invalidate(tenant_id);
+    }
     tracing::info!(secret = %id, tenant = %tenant_id, name = %secret.name, "secret created");
     Ok((StatusCode::CREATED, axum::Json(secret_body(secret))))
 }
@@ -499,6 +504,21 @@ pub(crate) async fn create_lease(
     }
     invalidate_session(&state, session.id);
     tracing::info!(lease = %lease.id, session = %session.id, secret = %secret.id, "credential lease issued");
+    state
+        .control()
+        .evidence(
+            Record::new(
+                session.tenant_id,
+                Some(session.id),
+                "lease.issue",
+                &caller.actor(),
+            )
+            .field("lease", lease.id.to_string())
+            .field("secret", secret.name.clone())
+            .field("expires_at", lease.expires_at.to_string())
+            .field("max_expires_at", lease.max_expires_at.to_string()),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         axum::Json(lease_body(lease, secret.name, Timestamp::now())),
@@ -607,6 +627,19 @@ pub(crate) async fn revoke_lease(
         .await?;
     invalidate_session(&state, session.id);
     tracing::info!(lease = %lease.id, session = %session.id, "credential lease revoked");
+    state
+        .control()
+        .evidence(
+            Record::new(
+                session.tenant_id,
+                Some(session.id),
+                "lease.revoke",
+                &caller.actor(),
+            )
+            .field("lease", lease.id.to_string())
+            .field("reason", reason.clone()),
+        )
+        .await;
     let name = secret_name(&state, session.tenant_id, revoked.secret_id).await?;
     Ok(axum::Json(lease_body(revoked, name, Timestamp::now())))
 }

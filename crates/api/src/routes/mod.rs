@@ -1,6 +1,7 @@
 //! Route table. Every route is registered through `utoipa_axum::routes!`, which adds
 //! it to the router and to the OpenAPI document in one step, so the two cannot drift.
 
+mod artifacts;
 mod egress;
 mod keys;
 mod sandbox;
@@ -38,6 +39,7 @@ use crate::error::ApiError;
         (name = "sessions", description = "Session control records and their lifecycle"),
         (name = "sandbox", description = "The session's sandbox: exec, processes, files"),
         (name = "egress", description = "Egress policy, secrets, credential leases, decisions"),
+        (name = "artifacts", description = "Workspace versions, the evidence log, signed releases"),
     )
 )]
 struct ApiDoc;
@@ -68,7 +70,7 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::create_session, sessions::list_sessions))
         .routes(routes!(sessions::get_session))
         .routes(routes!(sessions::activate))
-        .routes(routes!(sessions::checkpoint))
+        .routes(routes!(artifacts::checkpoint))
         .routes(routes!(sessions::suspend))
         .routes(routes!(sessions::resume))
         .routes(routes!(sessions::close))
@@ -87,12 +89,35 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(egress::create_lease, egress::list_leases))
         .routes(routes!(egress::renew_lease))
         .routes(routes!(egress::revoke_lease))
+        .routes(routes!(artifacts::list_versions))
+        .routes(routes!(artifacts::get_version))
+        .routes(routes!(artifacts::diff_version))
+        .routes(routes!(artifacts::download_version))
+        .routes(routes!(artifacts::restore))
+        .routes(routes!(artifacts::fork))
+        .routes(routes!(artifacts::list_evidence))
+        .routes(routes!(artifacts::evidence_checkpoint))
+        .routes(routes!(artifacts::inclusion_proof))
+        .routes(routes!(artifacts::consistency_proof))
+        .routes(routes!(artifacts::export_evidence))
+        .routes(routes!(artifacts::public_key))
+        .routes(routes!(artifacts::promote))
+        .routes(routes!(artifacts::list_releases))
+        .routes(routes!(artifacts::get_release))
+        .routes(routes!(artifacts::download_release))
         // Uploads may be larger than other request bodies.
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(sandbox::put_file))
                 .layer(axum::extract::DefaultBodyLimit::max(
                     state.options().max_file_bytes,
+                )),
+        )
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(artifacts::upload_version))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state.options().max_archive_bytes,
                 )),
         )
         .route_layer(axum::middleware::from_fn_with_state(

@@ -18,6 +18,7 @@ use cordon_wire::{
     ProcessList, SandboxBody,
 };
 use serde::Deserialize;
+use sha2::Digest;
 use utoipa::IntoParams;
 
 use crate::AppState;
@@ -144,6 +145,12 @@ pub(crate) async fn exec(
     }
     let sandboxes = sandboxes(&state)?;
     let sandbox_id = session.id.to_string();
+    let evidence = ExecEvidence {
+        control: state.control().clone(),
+        session: session.clone(),
+        actor: caller.actor(),
+        argv_digest: argv_digest(&request.argv),
+    };
     let exec = cordon_sandbox::ExecRequest {
         argv: request.argv,
         env: request.env.into_iter().collect(),
@@ -155,36 +162,44 @@ pub(crate) async fn exec(
         .increment(1);
     if request.background {
         let process = sandboxes.spawn(&sandbox_id, exec).await?;
+        evidence
+            .record(|r| r.field("background", true).field("pid", process.pid))
+            .await;
         return Ok((StatusCode::ACCEPTED, axum::Json(process_body(process))).into_response());
     }
     if wants_stream(&headers) {
         let events = sandboxes.exec(&sandbox_id, exec).await?;
-        let stream = futures_util::stream::unfold(events, |mut events| async move {
-            let event = events.recv().await?;
-            let line = match event {
-                ExecEvent::Stdout(bytes) => ExecStreamEvent::Stdout {
-                    data: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-                ExecEvent::Stderr(bytes) => ExecStreamEvent::Stderr {
-                    data: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-                ExecEvent::Exit(outcome) => {
-                    record_outcome(&outcome);
-                    ExecStreamEvent::Exit {
-                        exit_code: outcome.exit_code,
-                        signal: outcome.signal,
-                        duration_ms: outcome.duration_ms,
-                        reason_code: outcome.reason.map(|r| r.as_str().to_owned()),
-                        message: outcome.message,
+        let evidence = std::sync::Arc::new(evidence);
+        let stream = futures_util::stream::unfold(events, move |mut events| {
+            let evidence = std::sync::Arc::clone(&evidence);
+            async move {
+                let event = events.recv().await?;
+                let line = match event {
+                    ExecEvent::Stdout(bytes) => ExecStreamEvent::Stdout {
+                        data: String::from_utf8_lossy(&bytes).into_owned(),
+                    },
+                    ExecEvent::Stderr(bytes) => ExecStreamEvent::Stderr {
+                        data: String::from_utf8_lossy(&bytes).into_owned(),
+                    },
+                    ExecEvent::Exit(outcome) => {
+                        record_outcome(&outcome);
+                        evidence.outcome(&outcome).await;
+                        ExecStreamEvent::Exit {
+                            exit_code: outcome.exit_code,
+                            signal: outcome.signal,
+                            duration_ms: outcome.duration_ms,
+                            reason_code: outcome.reason.map(|r| r.as_str().to_owned()),
+                            message: outcome.message,
+                        }
                     }
-                }
-            };
-            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-            bytes.push(b'\n');
-            Some((
-                Ok::<_, std::convert::Infallible>(Bytes::from(bytes)),
-                events,
-            ))
+                };
+                let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+                bytes.push(b'\n');
+                Some((
+                    Ok::<_, std::convert::Infallible>(Bytes::from(bytes)),
+                    events,
+                ))
+            }
         });
         return Ok((
             [
@@ -197,13 +212,64 @@ pub(crate) async fn exec(
     }
     let result = sandboxes.exec_collect(&sandbox_id, exec).await?;
     record_outcome(&result.outcome);
-    Ok(axum::Json(exec_response(
+    evidence.outcome(&result.outcome).await;
+    let mut response = exec_response(
         &result.stdout,
         &result.stderr,
         result.truncated,
         result.outcome,
-    ))
-    .into_response())
+    );
+    // Captured output may be stored (an idempotent replay keeps it): a secret's value
+    // that came back from upstream never goes in it.
+    if let Some(artifacts) = state.control().artifacts() {
+        let secrets = artifacts.redactor.values(session.tenant_id).await;
+        response.stdout = cordon_artifacts::evidence_log::redact_text(&response.stdout, &secrets);
+        response.stderr = cordon_artifacts::evidence_log::redact_text(&response.stderr, &secrets);
+    }
+    Ok(axum::Json(response).into_response())
+}
+
+/// SHA-256 of the argv as a JSON array: evidence names the command without storing
+/// its arguments (which may hold data the agent handles).
+fn argv_digest(argv: &[String]) -> String {
+    let json = serde_json::to_vec(argv).unwrap_or_default();
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&json)))
+}
+
+/// What an exec's evidence entry needs.
+struct ExecEvidence {
+    control: cordon_control::Control,
+    session: cordon_core::Session,
+    actor: String,
+    argv_digest: String,
+}
+
+impl ExecEvidence {
+    async fn record(
+        &self,
+        fields: impl FnOnce(
+            cordon_artifacts::evidence_log::Record,
+        ) -> cordon_artifacts::evidence_log::Record,
+    ) {
+        let record = cordon_artifacts::evidence_log::Record::new(
+            self.session.tenant_id,
+            Some(self.session.id),
+            "exec",
+            &self.actor,
+        )
+        .field("argv_digest", self.argv_digest.clone());
+        self.control.evidence(fields(record)).await;
+    }
+
+    async fn outcome(&self, outcome: &ExecOutcome) {
+        self.record(|r| {
+            r.field("exit_code", outcome.exit_code)
+                .field("signal", outcome.signal)
+                .field("duration_ms", outcome.duration_ms)
+                .field("reason", outcome.reason.map(|c| c.as_str()))
+        })
+        .await;
+    }
 }
 
 fn record_outcome(outcome: &ExecOutcome) {

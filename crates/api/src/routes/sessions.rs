@@ -265,12 +265,6 @@ lifecycle_route!(
     "created -> active."
 );
 lifecycle_route!(
-    checkpoint,
-    SessionAction::Checkpoint,
-    "/v1/sessions/{id}/checkpoint",
-    "active -> checkpointed."
-);
-lifecycle_route!(
     suspend,
     SessionAction::Suspend,
     "/v1/sessions/{id}/suspend",

@@ -36,6 +36,35 @@ pub(crate) fn text(field: &str, value: &str, max: usize) -> ApiResult<()> {
     }
 }
 
+/// Free text that may be empty: up to `max` characters, no control characters.
+pub(crate) fn text_or_empty(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.is_empty() {
+        Ok(())
+    } else {
+        text(field, value, max)
+    }
+}
+
+/// A release name: 1 to 128 characters of `[a-zA-Z0-9._-]`, starting with a letter or
+/// digit (it names a downloaded file).
+pub(crate) fn release_name(value: &str) -> ApiResult<()> {
+    let valid = (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "`name` must be 1 to 128 characters of a-z, A-Z, 0-9, `.`, `_`, `-`, starting with a letter or digit",
+        ))
+    }
+}
+
 pub(crate) const MAX_LABELS: usize = 64;
 
 pub(crate) fn labels(labels: &Labels) -> ApiResult<()> {
