@@ -181,10 +181,14 @@ impl Control {
         self.inner.artifacts.as_ref()
     }
 
-    /// Records evidence (when the node keeps it) without waiting for durability.
+    /// Records evidence (when the node keeps it) and waits until it is durable, so an
+    /// acknowledged action never lacks its entry. A failure to record is logged, not
+    /// returned: the action itself already happened.
     pub async fn evidence(&self, record: Record) {
-        if let Some(artifacts) = self.artifacts() {
-            artifacts.record(record).await;
+        if let Some(artifacts) = self.artifacts()
+            && let Err(error) = artifacts.evidence.append(record).await
+        {
+            tracing::error!(%error, "cannot record evidence");
         }
     }
 
