@@ -81,6 +81,10 @@ fn main() -> std::process::ExitCode {
         let code = cordon_sandbox::launch::main(std::path::Path::new(&dir));
         return u8::try_from(code).unwrap_or(1).into();
     }
+    // reqwest is built with `rustls-no-provider` (cordon-artifacts asks for it, to keep
+    // TLS on ring), so every HTTP client (the API client commands, the S3 blob store)
+    // needs a process-wide crypto provider installed before it is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -98,6 +98,13 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// reqwest is built with `rustls-no-provider` (cordon-artifacts asks for it): the test
+/// process's own HTTP clients need a crypto provider installed first. Every test makes
+/// a [`Place`] before any client, so `Place::new` calls this.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind an ephemeral port");
@@ -147,6 +154,7 @@ impl Drop for Place {
 
 impl Place {
     pub fn new(backend: Backend) -> Self {
+        install_crypto_provider();
         let data_dir = tempfile::Builder::new()
             .prefix("cordon-e2e-data-")
             .tempdir()
