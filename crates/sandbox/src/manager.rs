@@ -677,6 +677,10 @@ impl SandboxManager {
     /// a trickle of CPU.
     pub async fn suspend(&self, id: &str) -> Result<()> {
         let sandbox = self.get(id)?;
+        if sandbox.state() == SandboxState::Lost {
+            // Nothing to freeze; staying lost lets the next resume replace it.
+            return Err(SandboxError::Lost("its init process died".to_owned()));
+        }
         let cgroup = sandbox.cgroup.clone();
         let limits = sandbox.record.limits;
         blocking(move || {
@@ -707,6 +711,8 @@ impl SandboxManager {
             Err(other) => return Err(other),
         };
         if !self.alive(&sandbox).await {
+            // Lost, so that `start` replaces it rather than taking it for running.
+            sandbox.set_state(SandboxState::Lost);
             return self.start(id, class, owner).await.map(|()| true);
         }
         let cgroup = sandbox.cgroup.clone();
@@ -745,7 +751,7 @@ impl SandboxManager {
     async fn alive(&self, sandbox: &Sandbox) -> bool {
         if sandbox.state() == SandboxState::Frozen {
             // A frozen init cannot answer; its pid tells.
-            return Path::new(&format!("/proc/{}", sandbox.record.init_pid)).exists();
+            return process_alive(sandbox.record.init_pid);
         }
         hello(&sandbox.socket()).await.is_ok()
     }
@@ -985,7 +991,7 @@ impl SandboxManager {
 
     /// A failure to talk to init means it is gone (it never closes its socket).
     fn lost_error(&self, sandbox: &Arc<Sandbox>, error: ProtocolError) -> SandboxError {
-        if Path::new(&format!("/proc/{}", sandbox.record.init_pid)).exists() {
+        if process_alive(sandbox.record.init_pid) {
             return SandboxError::Io(std::io::Error::other(error.to_string()));
         }
         sandbox.set_state(SandboxState::Lost);
@@ -1223,6 +1229,19 @@ fn workspace_full(sandbox: &Sandbox) -> bool {
         nix::sys::statvfs::statvfs(path.as_str())
             .is_ok_and(|s| s.blocks_available() < 4 || s.files_available() < 4)
     })
+}
+
+/// Whether `pid` is a live process. A dead init whose parent is this server (the
+/// subreaper) stays a zombie until [`reap`]: its `/proc/<pid>` exists but it is gone.
+fn process_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`: comm may hold anything, the state follows its last `)`.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
 }
 
 /// Collects the exit status of a dead init if this process is its parent (it is when
