@@ -16,6 +16,7 @@ use cordon_test_support::PostgresDatabase;
 use serde_json::Value;
 use tempfile::TempDir;
 
+mod artifacts;
 mod bootstrap;
 mod durability;
 mod egress;

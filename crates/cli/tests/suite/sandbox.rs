@@ -170,7 +170,7 @@ impl Sandboxed {
         record["uid"].as_u64().unwrap() as u32
     }
 
-    fn init_pid(&self, id: &str) -> i32 {
+    pub(super) fn init_pid(&self, id: &str) -> i32 {
         let record = self
             .server
             .place()
