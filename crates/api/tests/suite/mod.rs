@@ -107,6 +107,9 @@ impl TestServer {
                 panic!("server failed: {error}");
             }
         });
+        // reqwest is built with `rustls-no-provider` in this workspace (the S3 blob store
+        // keeps TLS on ring): a client needs a process-wide provider first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
