@@ -786,6 +786,14 @@ pub async fn import_tar<R: Read + Send + 'static>(
             inner: reader,
             left: cap,
         })?;
+        if let Some((path, target)) = tree::find_escaping_symlink(&importer.root) {
+            return Err(ArtifactError::ArchiveEntryEscapes {
+                path,
+                detail: format!(
+                    "a symlink to `{target}`, which leads outside through other symlinks"
+                ),
+            });
+        }
         importer.flush()?;
         Ok(importer)
     })

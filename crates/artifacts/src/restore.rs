@@ -290,8 +290,20 @@ async fn stage_file(
     };
     match file.content {
         Content::Blob(hash) => {
-            let compressed = blobs.get_compressed(&hash).await?;
+            // A local store is read on the blocking thread below.
+            let compressed = if blobs.is_local() {
+                None
+            } else {
+                Some(blobs.get_compressed(&hash).await?)
+            };
+            let local = blobs.clone();
             tokio::task::spawn_blocking(move || -> Result<u64> {
+                let compressed = match compressed {
+                    Some(bytes) => bytes.to_vec(),
+                    None => local
+                        .read_local(&hash)
+                        .unwrap_or_else(|| Err(ArtifactError::missing(hash, "not local")))?,
+                };
                 let bytes = blob::decode(&hash, &compressed)?;
                 let _user = AsUser::enter(owner);
                 let mut handle = create()?;

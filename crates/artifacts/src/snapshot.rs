@@ -235,15 +235,15 @@ fn join_error(error: tokio::task::JoinError) -> ArtifactError {
 }
 
 /// What hashing one file produced.
-pub(crate) struct Hashed {
-    pub content: Content,
-    pub size: u64,
-    pub blobs_written: u64,
-    pub bytes_written: u64,
+struct Hashed {
+    content: Content,
+    size: u64,
+    blobs_written: u64,
+    bytes_written: u64,
 }
 
 /// Reads, hashes and uploads one file: one blob up to 1 MiB, else its chunks and a
-/// chunk list. Shared with tar import through [`store_stream`].
+/// chunk list.
 async fn hash_file(
     blobs: &BlobStore,
     root: Arc<OwnedFd>,
@@ -251,7 +251,7 @@ async fn hash_file(
     max_bytes: u64,
 ) -> Result<Hashed> {
     let opened_path = path.clone();
-    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+    let open = move || -> Result<std::fs::File> {
         let fd = fsutil::open_beneath(&*root, &opened_path, OFlag::O_RDONLY, 0)
             .map_err(|e| fsutil::errno_error("opening", &opened_path, e))?;
         let stat = nix::sys::stat::fstat(&fd)
@@ -262,23 +262,22 @@ async fn hash_file(
             )));
         }
         Ok(std::fs::File::from(fd))
-    })
-    .await
-    .map_err(join_error)??;
-    store_stream(blobs, file, max_bytes, &path).await
+    };
+    store_stream(blobs, open, max_bytes, &path).await
 }
 
 /// Stores the bytes of a reader as a file's content (one blob up to 1 MiB, else
-/// chunks and a chunk list). More than `max_bytes` is refused.
-pub(crate) async fn store_stream<R: Read + Send + 'static>(
+/// chunks and a chunk list). More than `max_bytes` is refused. `open` runs on the
+/// blocking thread that reads the start, so a small file costs one blocking call.
+async fn store_stream<R: Read + Send + 'static>(
     blobs: &BlobStore,
-    reader: R,
+    open: impl FnOnce() -> Result<R> + Send + 'static,
     max_bytes: u64,
     path: &str,
 ) -> Result<Hashed> {
     let shown = path.to_owned();
     let (first, reader) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut reader = reader.take(max_bytes.saturating_add(1));
+        let mut reader = open()?.take(max_bytes.saturating_add(1));
         let mut first = Vec::new();
         (&mut reader)
             .take(CHUNKING_THRESHOLD + 1)
@@ -402,6 +401,12 @@ pub async fn snapshot(
             files: Vec::new(),
         };
         let children = walk.walk_dir("")?;
+        if let Some((path, target)) = tree::find_escaping_symlink(&children) {
+            return Err(ArtifactError::WorkspaceUnsupported(format!(
+                "`{path}` is a symlink to `{target}`, which leads outside the workspace \
+                 through other symlinks; only symlinks that stay inside can be recorded"
+            )));
+        }
         Ok((children, walk.to_hash, walk.files))
     })
     .await

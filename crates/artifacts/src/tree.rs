@@ -279,3 +279,138 @@ pub(crate) fn symlink_stays_inside(link_path: &str, target: &str) -> bool {
     }
     true
 }
+
+/// Most symlinks followed while resolving one path, as the kernel allows.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// The first symlink of the tree that, resolved through the tree's own symlinks, leads
+/// outside it: `a -> x/y/z` and `b -> a/../../..` each look inside when read alone,
+/// but `b` climbs out through `a`. Paths through missing names are read lexically; a
+/// loop resolves nowhere, so it cannot escape.
+pub(crate) fn find_escaping_symlink(root: &BTreeMap<String, Node>) -> Option<(String, String)> {
+    let mut links = Vec::new();
+    collect_symlinks(root, &mut Vec::new(), &mut links);
+    links.into_iter().find_map(|(location, target)| {
+        resolves_outside(root, &location, &target).then(|| (location.join("/"), target))
+    })
+}
+
+fn collect_symlinks(
+    dir: &BTreeMap<String, Node>,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, String)>,
+) {
+    for (name, node) in dir {
+        prefix.push(name.clone());
+        match node {
+            Node::Symlink { target } => out.push((prefix.clone(), target.clone())),
+            Node::Dir { children, .. } => collect_symlinks(children, prefix, out),
+            Node::File { .. } => {}
+        }
+        prefix.pop();
+    }
+}
+
+fn node_at<'a>(root: &'a BTreeMap<String, Node>, path: &[String]) -> Option<&'a Node> {
+    let (last, parents) = path.split_last()?;
+    let mut dir = root;
+    for parent in parents {
+        match dir.get(parent)? {
+            Node::Dir { children, .. } => dir = children,
+            _ => return None,
+        }
+    }
+    dir.get(last)
+}
+
+fn resolves_outside(root: &BTreeMap<String, Node>, location: &[String], target: &str) -> bool {
+    // Where resolution stands, and what is left to walk.
+    let mut current: Vec<String> = location[..location.len().saturating_sub(1)].to_vec();
+    let mut pending: std::collections::VecDeque<String> =
+        target.split('/').map(str::to_owned).collect();
+    let mut hops = 0;
+    while let Some(component) = pending.pop_front() {
+        match component.as_str() {
+            "" | "." => continue,
+            ".." => {
+                if current.pop().is_none() {
+                    return true;
+                }
+                continue;
+            }
+            _ => current.push(component),
+        }
+        match node_at(root, &current) {
+            Some(Node::Symlink { target }) => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return false;
+                }
+                if target.starts_with('/') {
+                    return true;
+                }
+                current.pop();
+                for part in target.split('/').rev() {
+                    pending.push_front(part.to_owned());
+                }
+            }
+            Some(Node::File { .. }) if !pending.is_empty() => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(target: &str) -> Node {
+        Node::Symlink {
+            target: target.to_owned(),
+        }
+    }
+
+    fn dir(children: Vec<(&str, Node)>) -> Node {
+        Node::Dir {
+            mode: 0o755,
+            children: children
+                .into_iter()
+                .map(|(n, c)| (n.to_owned(), c))
+                .collect(),
+        }
+    }
+
+    fn root(children: Vec<(&str, Node)>) -> BTreeMap<String, Node> {
+        match dir(children) {
+            Node::Dir { children, .. } => children,
+            _ => BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_chain_of_symlinks_that_climbs_out_is_found() {
+        // a/b/l -> ../../x (the root's x); m -> a/b/l/.. goes through x to x/.., the
+        // root: inside.
+        let inside = root(vec![
+            ("a", dir(vec![("b", dir(vec![("l", link("../../x"))]))])),
+            ("x", dir(vec![])),
+            ("m", link("a/b/l/..")),
+        ]);
+        assert_eq!(find_escaping_symlink(&inside), None);
+        // n -> a/b/l/../.. reads as `a` lexically but goes through x/.. to the root and
+        // one more `..` out of it.
+        let outside = root(vec![
+            ("a", dir(vec![("b", dir(vec![("l", link("../../x"))]))])),
+            ("x", dir(vec![])),
+            ("n", link("a/b/l/../..")),
+        ]);
+        assert_eq!(
+            find_escaping_symlink(&outside),
+            Some(("n".to_owned(), "a/b/l/../..".to_owned()))
+        );
+        // A loop resolves nowhere.
+        let looped = root(vec![("p", link("q/..")), ("q", link("p/.."))]);
+        assert_eq!(find_escaping_symlink(&looped), None);
+    }
+}
