@@ -17,6 +17,8 @@ use cordon_store::{Store, StoreError};
 
 /// How long a tenant's secret values are kept for redaction before they are read again.
 const REDACTION_TTL: Duration = Duration::from_secs(2);
+/// How many closed sessions a retention sweep reads at a time.
+const CLOSED_SESSIONS_PAGE: u32 = 1000;
 
 /// Retention for one workload class (or every class, when `workload_class` is `None`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -571,40 +573,52 @@ impl Control {
         let store = &self.inner.store;
         let now = Timestamp::now();
         let mut report = RetentionReport::default();
-        // Working state of closed sessions.
-        for session in store.closed_sessions(now, 1000).await? {
-            let Some(rule) = artifacts.rule_for(&session.workload_class) else {
-                continue;
-            };
-            let Some(days) = rule.working_state_days else {
-                continue;
-            };
-            if session.updated_at > days_ago(now, days) {
-                continue;
-            }
-            let versions = store
-                .list_versions(session.tenant_id, session.id, None, 1000)
+        // Working state of closed sessions, page by page: every closed session is
+        // looked at, not only the oldest page (those stay closed, and old, forever).
+        let mut after = None;
+        loop {
+            let page = store
+                .closed_sessions(now, after, CLOSED_SESSIONS_PAGE)
                 .await?;
-            let doomed: Vec<VersionId> = versions
-                .iter()
-                .skip(rule.keep_last_versions as usize)
-                .map(|v| v.id)
-                .collect();
-            if doomed.is_empty() {
-                continue;
+            let last_page = page.len() < CLOSED_SESSIONS_PAGE as usize;
+            after = page.last().map(|s| (s.updated_at, s.id));
+            for session in page {
+                let Some(rule) = artifacts.rule_for(&session.workload_class) else {
+                    continue;
+                };
+                let Some(days) = rule.working_state_days else {
+                    continue;
+                };
+                if session.updated_at > days_ago(now, days) {
+                    continue;
+                }
+                let versions = store
+                    .list_versions(session.tenant_id, session.id, None, 1000)
+                    .await?;
+                let doomed: Vec<VersionId> = versions
+                    .iter()
+                    .skip(rule.keep_last_versions as usize)
+                    .map(|v| v.id)
+                    .collect();
+                if doomed.is_empty() {
+                    continue;
+                }
+                let removed = store
+                    .delete_versions(session.tenant_id, &doomed, now)
+                    .await?;
+                report.versions_removed += removed;
+                self.evidence(
+                    Record::new(session.tenant_id, Some(session.id), "retention", "system")
+                        .field("class", "working_state")
+                        .field("versions_removed", removed)
+                        .field("kept", u64::from(rule.keep_last_versions))
+                        .field("rule_days", u64::from(days)),
+                )
+                .await;
             }
-            let removed = store
-                .delete_versions(session.tenant_id, &doomed, now)
-                .await?;
-            report.versions_removed += removed;
-            self.evidence(
-                Record::new(session.tenant_id, Some(session.id), "retention", "system")
-                    .field("class", "working_state")
-                    .field("versions_removed", removed)
-                    .field("kept", u64::from(rule.keep_last_versions))
-                    .field("rule_days", u64::from(days)),
-            )
-            .await;
+            if last_page {
+                break;
+            }
         }
         // Evidence payloads and releases, per tenant, by the catch-all rule (the log is
         // the tenant's, not a workload class's).

@@ -1918,15 +1918,27 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn closed_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>> {
+    async fn closed_sessions(
+        &self,
+        before: Timestamp,
+        after: Option<(Timestamp, SessionId)>,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
+        let (after_at, after_id) = match after {
+            Some((at, id)) => (Some(at.unix_micros()), Some(id.to_string())),
+            None => (None, None),
+        };
         sqlx::query(concat!(
             "SELECT ",
             session_columns!(),
             " FROM sessions WHERE phase = 'closed' AND updated_at < $1
+               AND ($3::BIGINT IS NULL OR updated_at > $3 OR (updated_at = $3 AND id > $4))
              ORDER BY updated_at, id LIMIT $2"
         ))
         .bind(before.unix_micros())
         .bind(i64::from(limit))
+        .bind(after_at)
+        .bind(after_id)
         .fetch_all(&self.pool)
         .await
         .map_err(sql)?

@@ -1914,17 +1914,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn closed_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>> {
+    async fn closed_sessions(
+        &self,
+        before: Timestamp,
+        after: Option<(Timestamp, SessionId)>,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
         self.read(move |c| {
             let query = format!(
                 "SELECT {SESSION_COLUMNS} FROM sessions
                  WHERE phase = 'closed' AND updated_at < ?1
+                   AND (?3 IS NULL OR updated_at > ?3 OR (updated_at = ?3 AND id > ?4))
                  ORDER BY updated_at, id LIMIT ?2"
             );
+            let (after_at, after_id) = match after {
+                Some((at, id)) => (Some(at.unix_micros()), Some(id.to_string())),
+                None => (None, None),
+            };
             query_all(
                 c,
                 &query,
-                params![before.unix_micros(), limit],
+                params![before.unix_micros(), limit, after_at, after_id],
                 rows::session,
             )
         })

@@ -393,8 +393,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_release(&self, tenant_id: TenantId, id: ReleaseId, at: Timestamp)
     -> Result<()>;
     /// Closed sessions (every tenant) closed before `before`, with their workload class:
-    /// what retention looks at. At most `limit`, oldest first.
-    async fn closed_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>>;
+    /// what retention looks at. At most `limit`, oldest first (by close time, then id),
+    /// and only those after `after` (the close time and id of the previous page's last
+    /// session), so that a caller can page through all of them.
+    async fn closed_sessions(
+        &self,
+        before: Timestamp,
+        after: Option<(Timestamp, SessionId)>,
+        limit: u32,
+    ) -> Result<Vec<Session>>;
 }
 
 /// Maps a duration to whole microseconds, saturating.

@@ -3524,7 +3524,7 @@ async fn closed_session(
 }
 
 /// Retention sees the closed sessions of every tenant, closed before the cut-off,
-/// oldest first, at most `limit`.
+/// oldest first, at most `limit`, page after page.
 pub async fn closed_sessions_oldest_first(store: Arc<dyn Store>) {
     let (a, a_key) = tenant_with_key(&*store, "a").await;
     let (b, b_key) = tenant_with_key(&*store, "b").await;
@@ -3542,22 +3542,69 @@ pub async fn closed_sessions_oldest_first(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         async move {
             ok(
-                store.closed_sessions(before, limit).await,
+                store.closed_sessions(before, None, limit).await,
                 "closed sessions",
             )
         }
     };
     assert_eq!(
         closed(at(100), 10).await,
-        vec![b_first.clone(), a_first.clone(), a_second]
+        vec![b_first.clone(), a_first.clone(), a_second.clone()]
     );
     assert_eq!(
         closed(at(60), 10).await,
         vec![b_first.clone(), a_first.clone()]
     );
-    assert_eq!(closed(at(100), 2).await, vec![b_first, a_first]);
+    assert_eq!(
+        closed(at(100), 2).await,
+        vec![b_first.clone(), a_first.clone()]
+    );
     assert_eq!(closed(at(40), 10).await, vec![]);
     assert_eq!(closed(at(100), 0).await, vec![]);
+
+    // Paging: after the last of one page come the rest, however many pages the oldest
+    // sessions would fill; sessions closed at the same instant are told apart by id.
+    let a_tie = closed_session(&*store, a.id, a_key.id, 60).await;
+    let b_tie = closed_session(&*store, b.id, b_key.id, 60).await;
+    let mut sixty = vec![a_second.clone(), a_tie, b_tie];
+    sixty.sort_by_key(|s| s.id.to_string());
+    let mut expected = vec![b_first.clone(), a_first.clone()];
+    expected.extend(sixty);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ok(
+            store.closed_sessions(at(100), after, 2).await,
+            "a page of closed sessions",
+        );
+        assert!(page.len() <= 2);
+        after = page.last().map(|s| (s.updated_at, s.id));
+        let last = page.len() < 2;
+        paged.extend(page);
+        if last {
+            break;
+        }
+    }
+    assert_eq!(paged, expected);
+    assert_eq!(
+        ok(
+            store
+                .closed_sessions(at(100), Some((b_first.updated_at, b_first.id)), 10)
+                .await,
+            "after the first",
+        ),
+        expected[1..].to_vec()
+    );
+    let last = &expected[expected.len() - 1];
+    assert_eq!(
+        ok(
+            store
+                .closed_sessions(at(100), Some((last.updated_at, last.id)), 10)
+                .await,
+            "after the last",
+        ),
+        vec![]
+    );
 }
 
 /// What blob garbage collection must keep: the roots of live versions and live releases
