@@ -20,6 +20,7 @@ mod artifacts;
 mod bootstrap;
 mod durability;
 mod egress;
+mod evidence;
 mod exit_codes;
 mod idempotency;
 mod lifecycle;
