@@ -120,6 +120,8 @@ async fn call(client: &Client, method: &str, path: &str) -> Reply {
     let filled = path
         .replace("{id}", "made_up_id_0")
         .replace("{pid}", "1")
+        .replace("{vid}", "ver_made_up_0")
+        .replace("{index}", "0")
         .replace("{path}", "some/file.txt");
     assert!(!filled.contains('{'), "unfilled path parameter in {path}");
     let request = client.request(method.clone(), &filled);
