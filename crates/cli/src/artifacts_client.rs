@@ -1079,12 +1079,12 @@ mod tests {
         assert!(cut.ends_with("..."));
     }
 
-    /// What the server sends today: the session's `version` counter and the
-    /// checkpoint's `version` object under one key.
+    /// What the server sends: the session (with its own `version` counter) and the
+    /// recorded workspace version beside it under `workspace_version`.
     #[test]
-    fn checkpoint_answers_read_despite_the_duplicate_key() {
+    fn checkpoint_answers_show_the_session_and_its_version() {
         let session = r#""id":"ses_1","tenant_id":"ten_1","owner":"key_1","workload_class":"c","environment":"e","labels":{"a":"b"},"policy_version":"p","phase":"checkpointed","version":4,"created_at":"2026-01-02T03:04:05Z","updated_at":"2026-01-02T03:04:06Z""#;
-        let version = r#""version":{"id":"ver_2","session_id":"ses_1","parent":null,"root":"ab","summary":"s","stats":{"files":1,"dirs":0,"symlinks":0,"bytes":5,"blobs_written":1,"bytes_written":5},"origin":"checkpoint","created_by":"key_1","created_at":"2026-01-02T03:04:06Z"}"#;
+        let version = r#""workspace_version":{"id":"ver_2","session_id":"ses_1","parent":null,"root":"ab","summary":"s","stats":{"files":1,"dirs":0,"symlinks":0,"bytes":5,"blobs_written":1,"bytes_written":5},"origin":"checkpoint","created_by":"key_1","created_at":"2026-01-02T03:04:06Z"}"#;
         let with: serde_json::Value =
             serde_json::from_str(&format!("{{{session},{version}}}")).unwrap();
         let text = checkpoint_text(with).ok().unwrap();
