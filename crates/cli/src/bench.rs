@@ -33,6 +33,9 @@ enum BenchTarget {
     /// The egress gateway next to squid and direct connections (needs squid for the
     /// comparison).
     Egress(crate::bench_egress::EgressArgs),
+    /// Workspace checkpoints and restores next to git and tar, evidence appends and
+    /// inclusion proof verification.
+    Artifacts(crate::bench_artifacts::ArtifactsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,6 +74,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         BenchTarget::Sessions(args) => sessions(args).await,
         BenchTarget::Sandboxes(args) => crate::bench_sandbox::run(args).await,
         BenchTarget::Egress(args) => crate::bench_egress::run(args).await,
+        BenchTarget::Artifacts(args) => crate::bench_artifacts::run(args).await,
     };
     match result {
         Ok(()) => exit::code(exit::OK),

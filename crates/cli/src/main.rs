@@ -6,6 +6,7 @@
 mod artifacts;
 mod artifacts_client;
 mod bench;
+mod bench_artifacts;
 mod bench_egress;
 mod bench_sandbox;
 mod client;
