@@ -24,6 +24,11 @@
 //! lowercase hex, which `C`, `C.UTF-8` and the usual language collations all sort like
 //! SQLite does (bytewise); a collation with numeric ordering of digits would not.
 
+#[allow(
+    unsafe_code,
+    reason = "borrows a socket descriptor sqlx owns to set TCP_NODELAY; see the module"
+)]
+mod nodelay;
 mod rows;
 mod store;
 

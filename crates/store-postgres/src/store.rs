@@ -18,7 +18,7 @@ use cordon_store::{
     StoreError, Transition, duration_micros,
 };
 use sqlx::error::ErrorKind;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 
 use crate::rows::{
@@ -249,10 +249,16 @@ async fn migrate(pool: &PgPool) -> Result<()> {
 impl PostgresStore {
     /// Connects to the database and brings its schema up to date.
     pub async fn connect(options: PostgresOptions) -> Result<Self> {
+        let connect: PgConnectOptions = options.url.parse().map_err(sql)?;
+        let port = connect.get_port();
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(&options.url)
+            .after_connect(move |_, _| {
+                crate::nodelay::set_on_sockets_to(port);
+                Box::pin(async { Ok(()) })
+            })
+            .connect_with(connect)
             .await
             .map_err(sql)?;
         migrate(&pool).await?;
