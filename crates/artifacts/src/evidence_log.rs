@@ -19,7 +19,7 @@ use cordon_core::{
 };
 use cordon_evidence::entry::{Draft, SealedField, seal};
 use cordon_evidence::merkle::{self, Hash};
-use cordon_evidence::{Checkpoint, Signer};
+use cordon_evidence::{Checkpoint, MerkleTree, Signer};
 use cordon_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -153,10 +153,11 @@ enum Job {
     Flush(oneshot::Sender<Result<u64, String>>),
 }
 
-/// One tenant's tree as this node knows it: every leaf hash, in index order.
+/// One tenant's tree as this node knows it: every leaf hash, in index order, with
+/// its complete subtrees' roots (heads and proofs in O(log² n)).
 #[derive(Debug, Default)]
 struct Tree {
-    leaves: Vec<Hash>,
+    leaves: MerkleTree,
     loaded: bool,
     last_signed: Option<Instant>,
     signed_size: u64,
@@ -298,7 +299,7 @@ impl EvidenceLog {
         if tree.leaves.is_empty() {
             return Ok(None);
         }
-        let size = tree.leaves.len() as u64;
+        let size = tree.leaves.len();
         if let Some(stored) = self
             .inner
             .store
@@ -320,7 +321,7 @@ impl EvidenceLog {
     ) -> Result<(Hash, Vec<Hash>, Hash), EvidenceError> {
         let mut trees = self.inner.trees.lock().await;
         let tree = self.inner.tree(&mut trees, tenant_id).await?;
-        let have = tree.leaves.len() as u64;
+        let have = tree.leaves.len();
         if size > have || size == 0 {
             return Err(EvidenceError::OutOfRange {
                 index: size,
@@ -330,10 +331,13 @@ impl EvidenceLog {
         if index >= size {
             return Err(EvidenceError::OutOfRange { index, size });
         }
-        let leaves = &tree.leaves[..size as usize];
-        let proof = merkle::inclusion_proof(leaves, index)
-            .map_err(|e| EvidenceError::Internal(e.to_string()))?;
-        Ok((leaves[index as usize], proof, merkle::root(leaves)))
+        let internal = |e: merkle::ProofError| EvidenceError::Internal(e.to_string());
+        let proof = tree.leaves.inclusion_proof(index, size).map_err(internal)?;
+        let leaf = tree
+            .leaves
+            .leaf(index)
+            .ok_or(EvidenceError::OutOfRange { index, size })?;
+        Ok((leaf, proof, tree.leaves.root(size).map_err(internal)?))
     }
 
     /// The consistency proof between the trees of `from` and `to` leaves.
@@ -345,7 +349,7 @@ impl EvidenceLog {
     ) -> Result<(Vec<Hash>, Hash, Hash), EvidenceError> {
         let mut trees = self.inner.trees.lock().await;
         let tree = self.inner.tree(&mut trees, tenant_id).await?;
-        let have = tree.leaves.len() as u64;
+        let have = tree.leaves.len();
         if to > have {
             return Err(EvidenceError::OutOfRange {
                 index: to,
@@ -358,13 +362,11 @@ impl EvidenceLog {
                 size: to,
             });
         }
-        let leaves = &tree.leaves[..to as usize];
-        let proof = merkle::consistency_proof(leaves, from)
-            .map_err(|e| EvidenceError::Internal(e.to_string()))?;
+        let internal = |e: merkle::ProofError| EvidenceError::Internal(e.to_string());
         Ok((
-            proof,
-            merkle::root(&leaves[..from as usize]),
-            merkle::root(leaves),
+            tree.leaves.consistency_proof(from, to).map_err(internal)?,
+            tree.leaves.root(from).map_err(internal)?,
+            tree.leaves.root(to).map_err(internal)?,
         ))
     }
 
@@ -417,10 +419,12 @@ impl EvidenceLog {
                 break;
             }
         }
-        // Every stored checkpoint up to `last`, thinned to at most 64 so the bundle
-        // stays small: each link is proven consistent with the one before it.
+        // The stored checkpoints from the first that covers an exported entry up to
+        // `last`, thinned to at most 64 so the bundle stays small: each link is proven
+        // consistent with the one before it.
+        let first_size = entries.first().map_or(last.size, |(index, _, _)| index + 1);
         let mut notes: Vec<EvidenceCheckpoint> = store
-            .list_evidence_checkpoints(tenant_id, 1, last.size)
+            .list_evidence_checkpoints(tenant_id, first_size, last.size)
             .await?;
         if notes.len() > 64 {
             let step = notes.len().div_ceil(63);
@@ -430,21 +434,21 @@ impl EvidenceLog {
         if notes.last().map(|c| c.size) != Some(last.size) {
             notes.push(last.clone());
         }
-        let leaves = {
+        // Proofs come from the tree as it is: O((entries + notes) log² n) under the lock.
+        let bundle = {
             let mut trees = self.inner.trees.lock().await;
             let tree = self.inner.tree(&mut trees, tenant_id).await?;
-            tree.leaves[..last.size as usize].to_vec()
+            cordon_evidence::bundle::build(
+                &self.origin_of(tenant_id),
+                &tenant_id.to_string(),
+                session_id.map(|id| id.to_string()).as_deref(),
+                &self.verifier_text(),
+                entries,
+                &tree.leaves,
+                notes.into_iter().map(|c| c.note).collect(),
+            )
+            .map_err(|e| EvidenceError::Internal(e.to_string()))?
         };
-        let bundle = cordon_evidence::bundle::build(
-            &self.origin_of(tenant_id),
-            &tenant_id.to_string(),
-            session_id.map(|id| id.to_string()).as_deref(),
-            &self.verifier_text(),
-            entries,
-            &leaves,
-            notes.into_iter().map(|c| c.note).collect(),
-        )
-        .map_err(|e| EvidenceError::Internal(e.to_string()))?;
         serde_json::to_vec_pretty(&bundle).map_err(|e| EvidenceError::Internal(e.to_string()))
     }
 }
@@ -458,15 +462,11 @@ impl Inner {
     ) -> Result<&'a mut Tree, EvidenceError> {
         let tree = trees.entry(tenant_id).or_default();
         let size = self.store.evidence_size(tenant_id).await?;
-        if !tree.loaded || (tree.leaves.len() as u64) < size {
+        if !tree.loaded || tree.leaves.len() < size {
             // Another node appended, or first use: read what is missing.
-            let have = if tree.loaded {
-                tree.leaves.len() as u64
-            } else {
-                0
-            };
+            let have = if tree.loaded { tree.leaves.len() } else { 0 };
             if !tree.loaded {
-                tree.leaves.clear();
+                tree.leaves = MerkleTree::new();
             }
             let more = self
                 .store
@@ -484,10 +484,14 @@ impl Inner {
         tree: &mut Tree,
     ) -> Result<EvidenceCheckpoint, EvidenceError> {
         let at = Timestamp::now();
-        let root = merkle::root(&tree.leaves);
+        let size = tree.leaves.len();
+        let root = tree
+            .leaves
+            .root(size)
+            .map_err(|e| EvidenceError::Internal(e.to_string()))?;
         let checkpoint = Checkpoint {
             origin: format!("{}/{tenant_id}", self.origin),
-            size: tree.leaves.len() as u64,
+            size,
             root,
             extensions: vec![format!("time {at}")],
         };
@@ -606,7 +610,7 @@ async fn write_batch(inner: &Inner, batch: Vec<Job>) {
         for (entry, &index) in entries.iter().zip(&indexes) {
             touched.insert(entry.tenant_id);
             let tree = trees.entry(entry.tenant_id).or_default();
-            if tree.loaded && tree.leaves.len() as u64 == index {
+            if tree.loaded && tree.leaves.len() == index {
                 tree.leaves.push(entry.leaf_hash);
             } else {
                 // Another node wrote in between (or first use): reload on demand.

@@ -377,7 +377,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, s)| (i as u64, s.leaf.clone(), s.fields.clone()))
                 .collect(),
-            &leaves,
+            &cordon_evidence::MerkleTree::from_leaves(leaves.iter().copied()),
             vec![note],
         )
         .unwrap();

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, Verifier};
 use crate::entry::{self, EntryError, SealedField};
-use crate::frontier::Frontier;
 use crate::merkle::{self, Hash};
+use crate::tree::MerkleTree;
 
 /// The value of `format` in bundles of this version.
 pub const FORMAT: &str = "cordon-evidence-bundle/v1";
@@ -260,17 +260,21 @@ fn describe_session(session: Option<&str>) -> String {
 ///
 /// - `entries`: (log index, leaf, opened fields) of the entries to export, in any order
 ///   (the bundle lists them by index);
-/// - `leaves`: every leaf hash of the tenant's log up to the last checkpoint;
-/// - `notes`: signed checkpoints of the log, sizes ascending, the last of size
-///   `leaves.len()`, all signed by the key in `public_key_text`. Of several notes of
-///   one size (all must match `leaves`) only the first is kept.
+/// - `tree`: the tenant's log, at least up to the last checkpoint (leaves appended
+///   since are left out);
+/// - `notes`: signed checkpoints of the log, sizes ascending, all signed by the key in
+///   `public_key_text`. Of several notes of one size (all must match `tree`) only the
+///   first is kept.
+///
+/// Entries are proven against the last checkpoint. The cost is O((entries + notes)
+/// log² n) hashes for a log of n leaves, not O(n).
 pub fn build(
     origin: &str,
     tenant: &str,
     session: Option<&str>,
     public_key_text: &str,
     mut entries: Vec<(u64, String, Vec<SealedField>)>,
-    leaves: &[Hash],
+    tree: &MerkleTree,
     notes: Vec<String>,
 ) -> Result<Bundle, BundleError> {
     let verifier =
@@ -291,28 +295,21 @@ pub fn build(
     let Some(&last_size) = sizes.last() else {
         return Err(BundleError::NoCheckpoints);
     };
-    if last_size != leaves.len() as u64 {
+    if last_size > tree.len() {
         return Err(BundleError::Build(format!(
-            "the last checkpoint has size {last_size} but {} leaf hashes were given",
-            leaves.len()
+            "the last checkpoint has size {last_size} but the log holds {} leaves",
+            tree.len()
         )));
     }
-    // One pass over the leaves checks every checkpoint's root against them.
-    let mut frontier = Frontier::new();
-    let mut next_checkpoint = 0;
-    for leaf in std::iter::once(None).chain(leaves.iter().map(Some)) {
-        if let Some(leaf) = leaf {
-            frontier.push(*leaf);
-        }
-        while next_checkpoint < sizes.len() && sizes[next_checkpoint] == frontier.size() {
-            if roots[next_checkpoint] != frontier.root() {
-                return Err(BundleError::Build(format!(
-                    "checkpoint {} (size {}) does not match the given leaf hashes",
-                    next_checkpoint + 1,
-                    frontier.size()
-                )));
-            }
-            next_checkpoint += 1;
+    for (position, (&size, root)) in sizes.iter().zip(&roots).enumerate() {
+        let head = tree
+            .root(size)
+            .map_err(|e| BundleError::Build(e.to_string()))?;
+        if head != *root {
+            return Err(BundleError::Build(format!(
+                "checkpoint {} (size {size}) does not match the given leaf hashes",
+                position + 1
+            )));
         }
     }
     let mut checkpoints = Vec::with_capacity(notes.len());
@@ -322,9 +319,8 @@ pub fn build(
             None => Vec::new(),
             Some(previous) if previous == size => continue,
             Some(previous) => {
-                // Sizes ascend to leaves.len(), so this one fits.
-                let new_size = usize::try_from(size).unwrap_or(leaves.len());
-                let proof = merkle::consistency_proof(&leaves[..new_size], previous)
+                let proof = tree
+                    .consistency_proof(previous, size)
                     .map_err(|e| BundleError::Build(e.to_string()))?;
                 encode_hashes(&proof)
             }
@@ -335,16 +331,17 @@ pub fn build(
     entries.sort_by_key(|(index, _, _)| *index);
     let mut bundle_entries = Vec::with_capacity(entries.len());
     for (index, leaf, fields) in entries {
-        let matches = usize::try_from(index)
-            .ok()
-            .and_then(|i| leaves.get(i))
-            .is_some_and(|hash| *hash == merkle::leaf_hash(leaf.as_bytes()));
+        let matches = index < last_size
+            && tree
+                .leaf(index)
+                .is_some_and(|hash| hash == merkle::leaf_hash(leaf.as_bytes()));
         if !matches {
             return Err(BundleError::Build(format!(
                 "the entry given for index {index} is not the leaf at that index of the log"
             )));
         }
-        let inclusion = merkle::inclusion_proof(leaves, index)
+        let inclusion = tree
+            .inclusion_proof(index, last_size)
             .map_err(|e| BundleError::Build(e.to_string()))?;
         bundle_entries.push(BundleEntry {
             index,
@@ -582,7 +579,7 @@ mod tests {
             Some("ses_a"),
             &log.signer.verifier().to_text(),
             entries_of(log, Some("ses_a")),
-            &log.leaves,
+            &MerkleTree::from_leaves(log.leaves.iter().copied()),
             log.notes.clone(),
         )
         .unwrap()
@@ -631,7 +628,7 @@ mod tests {
             None,
             &log.signer.verifier().to_text(),
             entries_of(&log, None),
-            &log.leaves,
+            &MerkleTree::from_leaves(log.leaves.iter().copied()),
             log.notes.clone(),
         )
         .unwrap();
@@ -817,7 +814,8 @@ mod tests {
                           entries: Vec<(u64, String, Vec<SealedField>)>,
                           leaves: &[Hash],
                           notes: Vec<String>| {
-            build(ORIGIN, "ten_1", session, &key, entries, leaves, notes)
+            let tree = MerkleTree::from_leaves(leaves.iter().copied());
+            build(ORIGIN, "ten_1", session, &key, entries, &tree, notes)
         };
         // Another session's entry in a session bundle.
         let error = build_with(
@@ -877,7 +875,7 @@ mod tests {
                 None,
                 "nonsense",
                 vec![],
-                &log.leaves,
+                &MerkleTree::from_leaves(log.leaves.iter().copied()),
                 log.notes.clone()
             ),
             Err(BundleError::Key(_))

@@ -6,6 +6,8 @@
 //! - [`checkpoint`]: signed checkpoints in the C2SP `tlog-checkpoint` body inside a C2SP
 //!   `signed-note`, signed with ed25519.
 //! - [`frontier`]: the O(log n) right edge of an append-only tree, for appending.
+//! - [`tree`]: an append-only tree that keeps its complete subtrees' roots, for
+//!   O(log² n) heads and proofs of any prefix.
 //! - [`canonical`]: canonical JSON (RFC 8785), the bytes that get hashed and signed.
 //! - [`entry`]: an evidence entry's leaf, with salted commitments to its payload fields
 //!   so that a field can be shredded while the leaf and its proofs stay valid.
@@ -23,6 +25,7 @@ pub mod dsse;
 pub mod entry;
 pub mod frontier;
 pub mod merkle;
+pub mod tree;
 
 pub use bundle::{Bundle, BundleError, Report};
 pub use canonical::to_canonical;
@@ -31,3 +34,4 @@ pub use dsse::{DsseError, ReleaseReport, Subject};
 pub use entry::{Draft, EntryError, ParsedLeaf, Sealed, SealedField};
 pub use frontier::Frontier;
 pub use merkle::{Hash, ProofError};
+pub use tree::MerkleTree;

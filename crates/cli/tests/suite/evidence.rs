@@ -633,6 +633,13 @@ fn evidence_records_and_verifies(backend: Backend) {
     let run = verify_bundle(&whole, &key_file);
     run.success();
     assert!(run.stdout.contains("(all sessions)"), "{run:#?}");
+    let tenant_wide: Value = serde_json::from_slice(&std::fs::read(&whole).unwrap()).unwrap();
+    // A session's bundle carries the heads signed since its first entry; the tenant's
+    // carries them from the log's start.
+    assert!(
+        exported["checkpoints"].as_array().unwrap().len()
+            <= tenant_wide["checkpoints"].as_array().unwrap().len()
+    );
     // `evidence list`, `checkpoint` and `proof` through the CLI.
     let server = w.server();
     let run = server.cli_as(&t.admin, &["evidence", "list", "--session", &id, "--json"]);
@@ -671,15 +678,16 @@ fn evidence_records_and_verifies(backend: Backend) {
     });
     assert!(holds_close, "no close in {written:#}");
 
-    // Every signed checkpoint the bundle carries is a prefix of the next, by the API's
-    // consistency proofs, and the entries' proofs hold against the older heads too.
-    let heads: Vec<cordon_evidence::Checkpoint> = exported["checkpoints"]
+    // Every signed checkpoint the tenant's bundle carries is a prefix of the next, by
+    // the API's consistency proofs, and the entries' proofs hold against the older
+    // heads too.
+    let heads: Vec<cordon_evidence::Checkpoint> = tenant_wide["checkpoints"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| verifier.verify(c["note"].as_str().unwrap()).unwrap())
         .collect();
-    assert!(heads.len() >= 2, "{exported:#}");
+    assert!(heads.len() >= 2, "{tenant_wide:#}");
     for pair in heads.windows(2) {
         assert_consistent(&w, &pair[0], &pair[1]);
     }
