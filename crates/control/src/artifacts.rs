@@ -105,6 +105,13 @@ impl Artifacts {
         }
     }
 
+    /// `text` with any of the tenant's secret values replaced by `[REDACTED:<name>]`:
+    /// for what a caller gives that is stored and shown again (a version's summary).
+    pub async fn redacted(&self, tenant_id: TenantId, text: &str) -> String {
+        let secrets = self.redactor.values(tenant_id).await;
+        cordon_artifacts::evidence_log::redact_text(text, &secrets)
+    }
+
     /// Records evidence without waiting for it to be durable.
     pub async fn record(&self, record: Record) {
         self.evidence.record(record).await;
@@ -277,6 +284,7 @@ impl Control {
         }
         let (snapshot, index) = taken?;
         artifacts.put_index(session.id, index);
+        let summary = artifacts.redacted(session.tenant_id, &summary).await;
         let version = WorkspaceVersion {
             id: VersionId::generate(),
             tenant_id: session.tenant_id,
@@ -474,6 +482,7 @@ impl Control {
             &ArchiveLimits::default(),
         )
         .await?;
+        let summary = artifacts.redacted(session.tenant_id, &summary).await;
         let version = WorkspaceVersion {
             id: VersionId::generate(),
             tenant_id: session.tenant_id,

@@ -1400,6 +1400,20 @@ fn redaction(backend: Backend) {
         200,
     );
     assert_eq!(answer["phase"], "checkpointed", "{answer}");
+    // The version keeps the summary redacted, in the answer and in the list.
+    assert_eq!(
+        answer["workspace_version"]["summary"],
+        format!("deployed with {marker}"),
+        "{answer}"
+    );
+    let versions = w.expect(
+        &t.admin,
+        Method::GET,
+        &format!("/v1/sessions/{id}/versions"),
+        None,
+        200,
+    );
+    assert!(!versions.to_string().contains(VALUE), "{versions}");
     w.resume(&t.admin, &id);
     w.close(&t.admin, &id);
 
