@@ -576,11 +576,12 @@ async fn idle_memory(
     ))
 }
 
-/// A throwaway PostgreSQL database for one benchmark run.
-struct BenchDatabase {
+/// A throwaway PostgreSQL database for one benchmark run (the artifacts benchmark
+/// uses it too).
+pub(crate) struct BenchDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
@@ -596,7 +597,7 @@ fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
 }
 
 impl BenchDatabase {
-    async fn create(admin_url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn create(admin_url: &str) -> anyhow::Result<Self> {
         use sqlx::Connection;
         let name = format!("cordon_bench_{}", uuid::Uuid::now_v7().simple());
         let mut admin = sqlx::PgConnection::connect(admin_url)
@@ -614,7 +615,7 @@ impl BenchDatabase {
         })
     }
 
-    async fn drop_database(self) {
+    pub(crate) async fn drop_database(self) {
         use sqlx::Connection;
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
             let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);

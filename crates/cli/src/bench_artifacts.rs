@@ -21,6 +21,8 @@ use cordon_store::Store;
 use cordon_store_postgres::{PostgresOptions, PostgresStore};
 use cordon_store_sqlite::{SqliteOptions, SqliteStore};
 
+use crate::bench::BenchDatabase;
+
 #[derive(Debug, clap::Args)]
 pub struct ArtifactsArgs {
     /// Timed runs of each workspace operation; p50 and p90 are over these
@@ -243,6 +245,17 @@ struct Row {
     tool: String,
     times: Times,
     note: String,
+}
+
+impl Row {
+    fn new(phase: &'static str, tool: &str, times: Times, note: impl Into<String>) -> Row {
+        Row {
+            phase,
+            tool: tool.to_owned(),
+            times,
+            note: note.into(),
+        }
+    }
 }
 
 fn print_rows(rows: &[Row]) {
@@ -980,26 +993,11 @@ async fn workload(
         mib(disk_bytes(&repo.join("objects"))),
         mib(disk_bytes(&full_archive))
     );
-    rows.push(Row {
-        phase: PHASE_FULL,
-        tool: CORDON_FULL.to_owned(),
-        times: cordon,
-        note: full_note,
-    });
+    rows.push(Row::new(PHASE_FULL, CORDON_FULL, cordon, full_note));
     for (d, times) in GIT_VARIANTS.iter().zip(git) {
-        rows.push(Row {
-            phase: PHASE_FULL,
-            tool: d.label().to_owned(),
-            times,
-            note: String::new(),
-        });
+        rows.push(Row::new(PHASE_FULL, d.label(), times, ""));
     }
-    rows.push(Row {
-        phase: PHASE_FULL,
-        tool: TAR_CREATE.to_owned(),
-        times: tar,
-        note: String::new(),
-    });
+    rows.push(Row::new(PHASE_FULL, TAR_CREATE, tar, ""));
 
     // Incremental checkpoints: a chain of versions, each with a fresh change.
     let mut roots = vec![root];
@@ -1045,26 +1043,16 @@ async fn workload(
         "  change: {changed} files ({}%), {CHANGE_BYTES} bytes rewritten in each; restores go back to the first version (empty dir) or one change back",
         settings.change_percent
     );
-    rows.push(Row {
-        phase: PHASE_INCREMENTAL,
-        tool: CORDON_INCREMENTAL.to_owned(),
-        times: cordon,
-        note: incremental_note,
-    });
+    rows.push(Row::new(
+        PHASE_INCREMENTAL,
+        CORDON_INCREMENTAL,
+        cordon,
+        incremental_note,
+    ));
     for (d, times) in GIT_VARIANTS.iter().zip(git) {
-        rows.push(Row {
-            phase: PHASE_INCREMENTAL,
-            tool: d.label().to_owned(),
-            times,
-            note: String::new(),
-        });
+        rows.push(Row::new(PHASE_INCREMENTAL, d.label(), times, ""));
     }
-    rows.push(Row {
-        phase: PHASE_INCREMENTAL,
-        tool: TAR_CREATE.to_owned(),
-        times: tar,
-        note: String::new(),
-    });
+    rows.push(Row::new(PHASE_INCREMENTAL, TAR_CREATE, tar, ""));
 
     // Restores of the first version into an empty directory.
     let first_commit = {
@@ -1121,24 +1109,19 @@ async fn workload(
             bail!("tar restored {} files of {name}", count_files(&target));
         }
     }
-    rows.push(Row {
-        phase: PHASE_RESTORE_EMPTY,
-        tool: CORDON_RESTORE.to_owned(),
-        times: cordon,
-        note: format!("{files} files"),
-    });
-    rows.push(Row {
-        phase: PHASE_RESTORE_EMPTY,
-        tool: GIT_CHECKOUT_EMPTY.to_owned(),
-        times: git,
-        note: "loose objects; checkout.workers=1 (default)".to_owned(),
-    });
-    rows.push(Row {
-        phase: PHASE_RESTORE_EMPTY,
-        tool: TAR_EXTRACT.to_owned(),
-        times: tar,
-        note: String::new(),
-    });
+    rows.push(Row::new(
+        PHASE_RESTORE_EMPTY,
+        CORDON_RESTORE,
+        cordon,
+        format!("{files} files"),
+    ));
+    rows.push(Row::new(
+        PHASE_RESTORE_EMPTY,
+        GIT_CHECKOUT_EMPTY,
+        git,
+        "loose objects; checkout.workers=1 (default)",
+    ));
+    rows.push(Row::new(PHASE_RESTORE_EMPTY, TAR_EXTRACT, tar, ""));
 
     // Restores of the previous version over the changed directory, and back (untimed).
     let current = roots[runs].clone();
@@ -1202,24 +1185,19 @@ async fn workload(
         let (_, back) = restore(&blobs, &current, &ws_dir, None, Some(&index)).await?;
         index = settle(back).await?;
     }
-    rows.push(Row {
-        phase: PHASE_RESTORE_PREVIOUS,
-        tool: CORDON_RESTORE_INDEX.to_owned(),
-        times: cordon,
-        note: previous_note,
-    });
-    rows.push(Row {
-        phase: PHASE_RESTORE_PREVIOUS,
-        tool: GIT_CHECKOUT_PREVIOUS.to_owned(),
-        times: git,
-        note: "rewrites only what differs from its index".to_owned(),
-    });
-    rows.push(Row {
-        phase: PHASE_RESTORE_PREVIOUS,
-        tool: TAR_EXTRACT_OVER.to_owned(),
-        times: tar,
-        note: String::new(),
-    });
+    rows.push(Row::new(
+        PHASE_RESTORE_PREVIOUS,
+        CORDON_RESTORE_INDEX,
+        cordon,
+        previous_note,
+    ));
+    rows.push(Row::new(
+        PHASE_RESTORE_PREVIOUS,
+        GIT_CHECKOUT_PREVIOUS,
+        git,
+        "rewrites only what differs from its index",
+    ));
+    rows.push(Row::new(PHASE_RESTORE_PREVIOUS, TAR_EXTRACT_OVER, tar, ""));
     print_rows(&rows);
     println!();
     Ok(WorkloadOutcome { name, files, rows })
@@ -1387,56 +1365,6 @@ fn print_evidence(backend: &str, mode: &str, entries: u64, elapsed: Duration, la
         show(latencies.ms(0.5)),
         show(latencies.ms(0.99))
     );
-}
-
-/// A throwaway PostgreSQL database (as `cordon bench sessions` makes one).
-struct BenchDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl BenchDatabase {
-    async fn create(admin_url: &str) -> anyhow::Result<Self> {
-        use sqlx::Connection;
-        let name = format!("cordon_bench_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = sqlx::PgConnection::connect(admin_url)
-            .await
-            .with_context(|| format!("cannot connect to {admin_url} (set --database-url)"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        admin.close().await?;
-        let scheme_end = admin_url
-            .find("://")
-            .context("the database URL has no scheme")?
-            + 3;
-        let (base, query) = admin_url
-            .find('?')
-            .map_or((admin_url, ""), |i| (&admin_url[..i], &admin_url[i..]));
-        let authority_end = base[scheme_end..]
-            .find('/')
-            .map_or(base.len(), |i| scheme_end + i);
-        let url = format!("{}/{name}{query}", &base[..authority_end]);
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url,
-        })
-    }
-
-    async fn drop_database(self) {
-        use sqlx::Connection;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut admin)
-                .await
-            {
-                eprintln!("warning: could not drop {}: {error}", self.name);
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------
