@@ -762,70 +762,11 @@ async fn restore_as_an_owner_creates_everything_as_that_user() {
     assert_eq!(fs::metadata(f.base.join("after")).unwrap().uid(), 0);
 }
 
-/// A moto S3 server on a free port, killed when dropped.
-struct Moto {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Option<Moto> {
-    if std::env::var("CORDON_SKIP_S3_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipped: CORDON_SKIP_S3_TESTS=1");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "moto_server could not be started ({e}); install it with \
-                 `pip install 'moto[server]'`, or set CORDON_SKIP_S3_TESTS=1"
-            )
-        });
-    let moto = Moto { child, port };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::Read;
-            let request = format!(
-                "PUT /cordon-blobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            stream.write_all(request.as_bytes()).unwrap();
-            let mut response = String::new();
-            let _ = stream.read_to_string(&mut response);
-            assert!(
-                response.starts_with("HTTP/1.1 200"),
-                "creating the bucket: {response}"
-            );
-            return Some(moto);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "moto_server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_round_trip_works_on_an_s3_compatible_server() {
-    let Some(moto) = start_moto() else { return };
+    let moto = cordon_test_support::s3::S3Server::start("cordon-blobs");
     let blobs = BlobStore::s3(S3Config {
-        endpoint: format!("http://127.0.0.1:{}", moto.port),
+        endpoint: moto.endpoint(),
         bucket: "cordon-blobs".into(),
         region: "us-east-1".into(),
         access_key_id: "testing".into(),

@@ -26,6 +26,7 @@ mod cluster;
 pub mod conformance;
 pub mod fixtures;
 mod postgres;
+pub mod s3;
 
 pub use postgres::{DATABASE_URL_VAR, PostgresDatabase, fresh_postgres_database};
 

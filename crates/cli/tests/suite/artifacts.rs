@@ -6,7 +6,7 @@
 //! and symlink target, then every file's SHA-256, so "equal" means byte for byte and
 //! mode for mode.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -1307,69 +1307,11 @@ fn cross_tenant(backend: Backend) {
     close(&s, &id);
 }
 
-/// A moto S3 server on a free port, killed when dropped.
-struct Moto {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One plain HTTP/1.1 request to 127.0.0.1:`port`; the whole answer, or None if the
-/// connection failed.
-fn http_raw(port: u16, method: &str, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    Some(answer)
-}
-
-/// Starts moto_server and creates `bucket`. Fails (never skips) without moto_server.
-fn start_moto(bucket: &str) -> Moto {
-    let port = super::free_port();
-    let child = std::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "moto_server could not be started ({e}); install it with `pip install 'moto[server]'`"
-            )
-        });
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(answer) = http_raw(port, "PUT", &format!("/{bucket}")) {
-            assert!(
-                answer.starts_with("HTTP/1.1 200"),
-                "creating the bucket: {answer}"
-            );
-            return moto;
-        }
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn s3_blob_store() {
     let bucket = "cordon-e2e";
-    let moto = start_moto(bucket);
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let moto = cordon_test_support::s3::S3Server::start(bucket);
+    let endpoint = moto.endpoint();
     let s = start_with_args(
         Place::with_sandboxes(Backend::Sqlite),
         &[
@@ -1407,7 +1349,9 @@ fn s3_blob_store() {
     assert_eq!(state(&s, &id), saved);
 
     // The blobs are in the bucket, not in the data dir.
-    let listing = http_raw(moto.port, "GET", &format!("/{bucket}?list-type=2")).unwrap();
+    let listing = moto
+        .request("GET", &format!("/{bucket}?list-type=2"))
+        .unwrap();
     assert!(listing.starts_with("HTTP/1.1 200"), "{listing}");
     let keys = listing.matches("<Key>blobs/").count() as u64;
     assert!(

@@ -239,6 +239,18 @@ impl World {
             .success();
     }
 
+    /// The ids of the session's live versions, as the versions list gives them.
+    fn version_ids(&self, token: &str, id: &str) -> Vec<String> {
+        let path = format!("/v1/sessions/{id}/versions");
+        let listed = self.expect(token, Method::GET, &path, None, 200);
+        listed["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Every entry of the tenant's log matching `query` (`session=...&kind=...`), all
     /// pages, as `token` sees them.
     fn entries_as(&self, token: &str, query: &str) -> Vec<Value> {
@@ -1535,19 +1547,7 @@ fn retention_sweeps_and_proofs_hold(backend: Backend) {
     let deadline = Instant::now() + RETENTION_WAIT;
     let session = format!("session={id}");
     loop {
-        let kept = w.expect(
-            &t.admin,
-            Method::GET,
-            &format!("/v1/sessions/{id}/versions"),
-            None,
-            200,
-        );
-        let kept: Vec<&str> = kept["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["id"].as_str().unwrap())
-            .collect();
+        let kept = w.version_ids(&t.admin, &id);
         let (release_status, _) = w.call(
             &t.admin,
             Method::GET,
@@ -1711,19 +1711,7 @@ fn retention_reaches_every_closed_session(backend: Backend) {
     let newest = parent.unwrap();
     let deadline = Instant::now() + RETENTION_WAIT;
     loop {
-        let listed = w.expect(
-            &t.admin,
-            Method::GET,
-            &format!("/v1/sessions/{id}/versions"),
-            None,
-            200,
-        );
-        let kept: Vec<&str> = listed["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["id"].as_str().unwrap())
-            .collect();
+        let kept = w.version_ids(&t.admin, &id);
         if kept == [newest.as_str()] {
             break;
         }
