@@ -5,7 +5,6 @@
 //!   inclusion and consistency proofs, and their verification.
 //! - [`checkpoint`]: signed checkpoints in the C2SP `tlog-checkpoint` body inside a C2SP
 //!   `signed-note`, signed with ed25519.
-//! - [`frontier`]: the O(log n) right edge of an append-only tree, for appending.
 //! - [`tree`]: an append-only tree that keeps its complete subtrees' roots, for
 //!   O(log² n) heads and proofs of any prefix.
 //! - [`canonical`]: canonical JSON (RFC 8785), the bytes that get hashed and signed.
@@ -23,7 +22,6 @@ pub mod canonical;
 pub mod checkpoint;
 pub mod dsse;
 pub mod entry;
-pub mod frontier;
 pub mod merkle;
 pub mod tree;
 
@@ -32,6 +30,5 @@ pub use canonical::to_canonical;
 pub use checkpoint::{Checkpoint, CheckpointError, Signer, Verifier};
 pub use dsse::{DsseError, ReleaseReport, Subject};
 pub use entry::{Draft, EntryError, ParsedLeaf, Sealed, SealedField};
-pub use frontier::Frontier;
 pub use merkle::{Hash, ProofError};
 pub use tree::MerkleTree;

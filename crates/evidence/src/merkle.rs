@@ -2,8 +2,9 @@
 //! `SHA-256(0x00 || leaf)`, an inner node as `SHA-256(0x01 || left || right)`, and the
 //! tree over `n` leaves splits at the largest power of two below `n`.
 //!
-//! Proof generation works over the list of leaf hashes in memory (O(n) per proof), which
-//! is what an export bundle and a verifier hold; verification needs only the proof.
+//! The proof functions here work over a slice of leaf hashes (O(n) per proof): the
+//! reference that [`MerkleTree`](crate::tree::MerkleTree), which the log and bundles use,
+//! is tested against. Verification needs only the proof.
 
 use sha2::{Digest, Sha256};
 
