@@ -116,6 +116,22 @@ pub fn status_for(code: ReasonCode) -> StatusCode {
         | EgressMalformedRequest => StatusCode::FORBIDDEN,
         EgressDnsFailed | EgressUpstreamFailed | EgressUpstreamTlsFailed => StatusCode::BAD_GATEWAY,
         StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        WorkflowInvalid => StatusCode::BAD_REQUEST,
+        RunInvalidState | RunStepInFlight => StatusCode::CONFLICT,
+        // Outcomes of a run's steps: recorded in its journal and dead-letter queue, never
+        // an error response of the API (one would be a bug, hence 500).
+        StepTimeout
+        | StepScheduleTimeout
+        | StepHeartbeatTimeout
+        | StepExitNonzero
+        | StepHttpStatus
+        | StepFailed
+        | StepEventTimeout
+        | StepApprovalRejected
+        | StepApprovalTimeout
+        | RunDeadlineExceeded
+        | RunCancelled
+        | RunDeadLetterDiscarded => StatusCode::INTERNAL_SERVER_ERROR,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

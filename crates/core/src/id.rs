@@ -112,6 +112,19 @@ prefixed_id!(
     ReleaseId, "rel_", "release"
 );
 
+prefixed_id!(
+    /// A workflow run: one execution of a definition, or an agent's own durable steps.
+    RunId, "run_", "run"
+);
+prefixed_id!(
+    /// A dead-letter entry: a policy-blocked step of a run, waiting for an operator.
+    DeadLetterId, "dlq_", "dead-letter entry"
+);
+prefixed_id!(
+    /// A cron schedule that starts runs of a workflow definition.
+    ScheduleId, "sch_", "schedule"
+);
+
 /// Position of an event in one session's event log, starting at 1.
 pub type EventSeq = i64;
 

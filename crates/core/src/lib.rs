@@ -8,6 +8,7 @@ pub mod id;
 pub mod lifecycle;
 pub mod model;
 pub mod reason;
+pub mod workflow;
 
 pub use artifact::{
     EvidenceCheckpoint, EvidenceEntry, EvidenceField, EvidenceFilter, NewEvidenceEntry, Release,
@@ -17,8 +18,8 @@ pub use egress::{
     CredentialLease, EgressDecision, EgressDecisionFilter, EgressPolicyVersion, SecretRecord,
 };
 pub use id::{
-    CredentialLeaseId, EventSeq, IdParseError, KeyId, ReleaseId, SecretId, SessionId, TenantId,
-    VersionId,
+    CredentialLeaseId, DeadLetterId, EventSeq, IdParseError, KeyId, ReleaseId, RunId, ScheduleId,
+    SecretId, SessionId, TenantId, VersionId,
 };
 pub use lifecycle::{Phase, SessionAction, TransitionError};
 pub use model::{
@@ -26,3 +27,7 @@ pub use model::{
     Timestamp,
 };
 pub use reason::ReasonCode;
+pub use workflow::{
+    DeadLetter, DeadLetterStatus, JournalEntry, NewJournalEntry, NewRun, Run, RunFilter, RunStatus,
+    Schedule, WorkflowDefinition,
+};

@@ -197,6 +197,43 @@ reason_codes! {
     ReleaseNameTaken = "RELEASE_NAME_TAKEN",
     /// Releases: a path asked for in a promotion is not a file of the version.
     ReleasePathNotFound = "RELEASE_PATH_NOT_FOUND",
+    /// A workflow definition failed validation (syntax, unknown step kind, a `needs` or
+    /// `compensate` that names no step, a cycle, a bad duration or cron expression);
+    /// the message names the field.
+    WorkflowInvalid = "WORKFLOW_INVALID",
+    /// The run's status does not allow this operation (cancel a finished run, unpause a
+    /// run that is not paused, approve a step that is not waiting, ...); nothing changed.
+    RunInvalidState = "RUN_INVALID_STATE",
+    /// The durable step has an attempt in flight that is still heartbeating within its
+    /// window; try again later or heartbeat it.
+    RunStepInFlight = "RUN_STEP_IN_FLIGHT",
+    /// A step's attempt ran longer than its start-to-close timeout (class timeout).
+    StepTimeout = "STEP_TIMEOUT",
+    /// A step did not finish within its schedule-to-close timeout, over all its attempts
+    /// (class timeout, not retried).
+    StepScheduleTimeout = "STEP_SCHEDULE_TIMEOUT",
+    /// A running step missed its heartbeat window (class timeout).
+    StepHeartbeatTimeout = "STEP_HEARTBEAT_TIMEOUT",
+    /// An exec step's command exited non-zero (class error).
+    StepExitNonzero = "STEP_EXIT_NONZERO",
+    /// An http step's answer was an error status: 429 and 503 are class capacity, any
+    /// other 4xx or 5xx class error.
+    StepHttpStatus = "STEP_HTTP_STATUS",
+    /// A step failed for a reason of its own (the agent's report through the durable-step
+    /// API, a missing session, a failed restore, ...); the message says which.
+    StepFailed = "STEP_FAILED",
+    /// A `wait_for_event` step's timeout passed before the event arrived (class timeout).
+    StepEventTimeout = "STEP_EVENT_TIMEOUT",
+    /// An `approval` step was rejected by the person deciding.
+    StepApprovalRejected = "STEP_APPROVAL_REJECTED",
+    /// An `approval` step's timeout passed without a decision (class timeout).
+    StepApprovalTimeout = "STEP_APPROVAL_TIMEOUT",
+    /// The run passed its deadline; it fails and compensates.
+    RunDeadlineExceeded = "RUN_DEADLINE_EXCEEDED",
+    /// The run was cancelled by an operator; its compensations ran.
+    RunCancelled = "RUN_CANCELLED",
+    /// An operator discarded the run's dead-letter entry; the run fails and compensates.
+    RunDeadLetterDiscarded = "RUN_DEAD_LETTER_DISCARDED",
     /// An unexpected server error; details are in the server log under the request id.
     Internal = "INTERNAL",
 }

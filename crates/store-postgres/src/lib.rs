@@ -31,5 +31,6 @@
 mod nodelay;
 mod rows;
 mod store;
+mod workflow;
 
 pub use store::{PostgresOptions, PostgresStore};

@@ -9,5 +9,6 @@
 
 mod rows;
 mod store;
+mod workflow;
 
 pub use store::{SqliteOptions, SqliteStore, WriteStats};

@@ -17,6 +17,9 @@ use cordon_core::{
 };
 
 pub mod migrations;
+pub mod workflow;
+
+pub use workflow::{RunChange, RunCreated, RunWrite, WorkflowStore, run_conflict};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -42,6 +45,9 @@ pub enum StoreError {
     /// The session was not in the expected phase when the write landed.
     #[error("the session is {current}, not {expected}")]
     PhaseChanged { expected: Phase, current: Phase },
+    /// A run change found the run in a state it cannot change (the message says why).
+    #[error("{0}")]
+    RunConflict(String),
     /// The backend cannot be reached or gave up for a transient reason.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -61,6 +67,7 @@ impl StoreError {
             StoreError::ReleaseNameTaken(_) => ReasonCode::ReleaseNameTaken,
             StoreError::LeaseFenced { .. } => ReasonCode::SessionLeaseFenced,
             StoreError::PhaseChanged { .. } => ReasonCode::SessionConflict,
+            StoreError::RunConflict(_) => ReasonCode::RunInvalidState,
             StoreError::Unavailable(_) => ReasonCode::StoreUnavailable,
             StoreError::Backend(_) => ReasonCode::Internal,
         }
@@ -139,7 +146,7 @@ pub enum IdempotencyStart {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: WorkflowStore + Send + Sync + std::fmt::Debug + 'static {
     fn backend(&self) -> Backend;
 
     /// Succeeds when the store can serve reads and writes.
