@@ -1,0 +1,15 @@
+//! Cordon's workflow runtime. Definitions are parsed and validated here (`definition`),
+//! with their retry policies (`retry`), cron schedules (`cron`) and templates
+//! (`template`); the engine claims runs from the store, asks a [`StepRunner`] (composed
+//! by `control`) to run their tool steps, and journals every outcome before it is acted
+//! on. It knows neither HTTP nor the sandbox, egress or artifacts runtimes.
+
+pub mod cron;
+pub mod definition;
+pub mod model;
+pub mod retry;
+pub mod template;
+
+pub use model::{
+    Definition, FailureClass, RetryPolicies, RetryPolicy, SessionTemplate, Step, StepAction,
+};
