@@ -9,6 +9,7 @@ mod extract;
 mod idempotency;
 mod routes;
 mod telemetry;
+mod workflow_auth;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -71,6 +72,7 @@ struct StateInner {
     options: ApiOptions,
     key_cache: auth::KeyCache,
     openapi_json: OnceLock<String>,
+    engine: OnceLock<cordon_workflow::Engine>,
 }
 
 impl AppState {
@@ -82,8 +84,29 @@ impl AppState {
                 key_cache: auth::KeyCache::new(options.key_cache_ttl),
                 options,
                 openapi_json: OnceLock::new(),
+                engine: OnceLock::new(),
             }),
         }
+    }
+
+    /// Gives the API the node's workflow engine (set once, before serving).
+    pub fn set_engine(&self, engine: cordon_workflow::Engine) {
+        if self.inner.engine.set(engine).is_err() {
+            tracing::error!("the workflow engine was set twice: kept the first");
+        }
+    }
+
+    pub(crate) fn engine(&self) -> Option<&cordon_workflow::Engine> {
+        self.inner.engine.get()
+    }
+
+    /// Authorizes a workflow run's steps as the run's principal, with this API's
+    /// policies (and records each decision as evidence, like a request's).
+    pub fn step_authorizer(&self) -> std::sync::Arc<dyn cordon_control::StepAuthorizer> {
+        std::sync::Arc::new(workflow_auth::ApiAuthorizer::new(
+            std::sync::Arc::clone(&self.inner.policy),
+            self.inner.control.clone(),
+        ))
     }
 
     pub(crate) fn control(&self) -> &Control {

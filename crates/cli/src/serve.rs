@@ -409,6 +409,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         ..ApiOptions::default()
     };
     let state = AppState::new(control.clone(), policy, api_options);
+    let runner = cordon_control::ControlRunner::new(control.clone(), state.step_authorizer());
+    let engine = cordon_workflow::Engine::new(
+        Arc::clone(&store),
+        Arc::new(runner),
+        cordon_workflow::EngineOptions::new(node_id.clone()),
+    );
+    state.set_engine(engine.clone());
     let router = cordon_api::router(state);
     let (shutdown, shutdown_requested) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -429,7 +436,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 None => std::future::pending().await,
             }
         };
-        tokio::join!(purge, sweep);
+        let workflows = async move {
+            engine.run().await;
+        };
+        tokio::join!(purge, sweep, workflows);
     });
     tracing::info!(%node_id, "listening on http://{addr}");
     Ok(RunningServer {

@@ -17,10 +17,12 @@ use cordon_sandbox::{SandboxError, SandboxManager};
 
 pub mod artifacts;
 pub mod egress;
+pub mod workflow;
 pub use artifacts::{Artifacts, PromoteSpec, RetentionReport, RetentionRule, SecretRedactor};
 use cordon_artifacts::evidence_log::Record;
 use cordon_store::{LeaseOutcome, Store, StoreError, Transition};
 pub use egress::Egress;
+pub use workflow::{ControlRunner, StepAuthorizer, StepDenial};
 
 pub type Result<T, E = ControlError> = std::result::Result<T, E>;
 

@@ -100,6 +100,24 @@ pub enum Action {
     EvidenceRead,
     /// List, read and download the tenant's releases.
     ReleaseRead,
+    /// Store a workflow definition.
+    WorkflowDefine,
+    /// Read the tenant's workflow definitions.
+    WorkflowRead,
+    /// Start a run.
+    RunStart,
+    /// Record a durable step of a run, or send it an event.
+    RunStep,
+    /// Read runs and their journals.
+    RunRead,
+    /// Cancel, pause or unpause a run.
+    RunControl,
+    /// Decide an approval step.
+    RunApprove,
+    /// Read is `RunRead`; redrive or discard dead letters.
+    DlqManage,
+    /// Create or delete cron schedules.
+    ScheduleManage,
 }
 
 impl Action {
@@ -142,6 +160,15 @@ impl Action {
             Action::SessionPromote => "session.promote",
             Action::EvidenceRead => "evidence.read",
             Action::ReleaseRead => "release.read",
+            Action::WorkflowDefine => "workflow.define",
+            Action::WorkflowRead => "workflow.read",
+            Action::RunStart => "run.start",
+            Action::RunStep => "run.step",
+            Action::RunRead => "run.read",
+            Action::RunControl => "run.control",
+            Action::RunApprove => "run.approve",
+            Action::DlqManage => "dlq.manage",
+            Action::ScheduleManage => "schedule.manage",
         }
     }
 }

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 pub mod artifacts;
 pub mod egress;
+pub mod workflow;
 
 pub use artifacts::{
     ChangeBody, CheckpointRequest, CheckpointResponse, ConsistencyProofBody, DiffBody,

@@ -9,6 +9,7 @@ mod sessions;
 mod system;
 mod tenants;
 mod validate;
+mod workflows;
 
 use axum::Router;
 use axum::http::{Method, Uri};
@@ -40,6 +41,7 @@ use crate::error::ApiError;
         (name = "sandbox", description = "The session's sandbox: exec, processes, files"),
         (name = "egress", description = "Egress policy, secrets, credential leases, decisions"),
         (name = "artifacts", description = "Workspace versions, the evidence log, signed releases"),
+        (name = "workflows", description = "Workflow definitions, runs and their journals, durable steps, the dead-letter queue, schedules"),
     )
 )]
 struct ApiDoc;
@@ -105,6 +107,24 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(artifacts::list_releases))
         .routes(routes!(artifacts::get_release))
         .routes(routes!(artifacts::download_release))
+        .routes(routes!(workflows::put_definition, workflows::list_definitions))
+        .routes(routes!(workflows::get_definition))
+        .routes(routes!(workflows::start_run, workflows::list_runs))
+        .routes(routes!(workflows::get_run))
+        .routes(routes!(workflows::run_journal))
+        .routes(routes!(workflows::cancel_run))
+        .routes(routes!(workflows::pause_run))
+        .routes(routes!(workflows::resume_run))
+        .routes(routes!(workflows::send_event))
+        .routes(routes!(workflows::approve))
+        .routes(routes!(workflows::finish_run))
+        .routes(routes!(workflows::step_call))
+        .routes(routes!(workflows::list_dead_letters))
+        .routes(routes!(workflows::get_dead_letter))
+        .routes(routes!(workflows::redrive))
+        .routes(routes!(workflows::discard))
+        .routes(routes!(workflows::create_schedule, workflows::list_schedules))
+        .routes(routes!(workflows::delete_schedule))
         // Uploads may be larger than other request bodies.
         .merge(
             OpenApiRouter::new()
