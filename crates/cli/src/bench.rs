@@ -36,6 +36,9 @@ enum BenchTarget {
     /// Workspace checkpoints and restores next to git and tar, evidence appends and
     /// inclusion proof verification.
     Artifacts(crate::bench_artifacts::ArtifactsArgs),
+    /// Workflow runs of three no-op steps (engine overhead only) on SQLite and
+    /// PostgreSQL, next to DBOS on the same PostgreSQL (needs a Python with `dbos`).
+    Workflows(crate::bench_workflows::WorkflowsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,6 +78,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         BenchTarget::Sandboxes(args) => crate::bench_sandbox::run(args).await,
         BenchTarget::Egress(args) => crate::bench_egress::run(args).await,
         BenchTarget::Artifacts(args) => crate::bench_artifacts::run(args).await,
+        BenchTarget::Workflows(args) => crate::bench_workflows::run(args).await,
     };
     match result {
         Ok(()) => exit::code(exit::OK),

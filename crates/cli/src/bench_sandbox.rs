@@ -35,6 +35,10 @@ impl Timings {
         self.0.push(elapsed.as_secs_f64() * 1000.0);
     }
 
+    pub(crate) fn extend(&mut self, other: Timings) {
+        self.0.extend(other.0);
+    }
+
     pub(crate) fn quantile(&mut self, q: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;

@@ -9,6 +9,7 @@ mod bench;
 mod bench_artifacts;
 mod bench_egress;
 mod bench_sandbox;
+mod bench_workflows;
 mod client;
 mod egress;
 mod egress_client;
@@ -16,6 +17,8 @@ mod exit;
 mod sandbox_client;
 mod serve;
 mod verify;
+mod workflow;
+mod workflow_client;
 
 use clap::{Parser, Subcommand};
 
@@ -66,6 +69,15 @@ enum Command {
     Evidence(client::ClientArgs<artifacts_client::EvidenceCommand>),
     /// Signed releases: promote a version, list, show, download, verify offline.
     Release(client::ClientArgs<artifacts_client::ReleaseCommand>),
+    /// Durable workflow definitions: apply, list, show.
+    Workflow(client::ClientArgs<workflow::WorkflowCommand>),
+    /// Workflow runs: start, show (or follow), list, cancel, pause, resume, signal,
+    /// approve, and the durable-step API for shell agents.
+    Run(client::ClientArgs<workflow::RunCommand>),
+    /// The dead-letter queue of policy-blocked steps: list, show, redrive, discard.
+    Dlq(client::ClientArgs<workflow::DlqCommand>),
+    /// Cron schedules that start workflow runs.
+    Schedule(client::ClientArgs<workflow::ScheduleCommand>),
     /// Measure the server (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -113,6 +125,10 @@ fn main() -> std::process::ExitCode {
             Command::Version(args) => artifacts_client::run_version(args).await,
             Command::Evidence(args) => artifacts_client::run_evidence(args).await,
             Command::Release(args) => artifacts_client::run_release(args).await,
+            Command::Workflow(args) => workflow_client::run_workflow(args).await,
+            Command::Run(args) => workflow_client::run_run(args).await,
+            Command::Dlq(args) => workflow_client::run_dlq(args).await,
+            Command::Schedule(args) => workflow_client::run_schedule(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })

@@ -50,6 +50,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "artifacts",
         sql: include_str!("../migrations/0004_artifacts.sql"),
     },
+    Migration {
+        version: 5,
+        name: "workflows",
+        sql: include_str!("../migrations/0005_workflows.sql"),
+    },
 ];
 
 /// How many evidence entries `list_evidence` returns when the filter's limit is 0.
@@ -115,7 +120,7 @@ pub(crate) fn sql(error: rusqlite::Error) -> StoreError {
     }
 }
 
-fn is_unique_violation(error: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(error: &rusqlite::Error) -> bool {
     matches!(
         error,
         rusqlite::Error::SqliteFailure(e, _)
@@ -307,7 +312,7 @@ impl SqliteStore {
         }
     }
 
-    async fn write<T: Send + 'static>(
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -327,7 +332,7 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -455,7 +460,7 @@ fn insert_tenant(c: &Connection, tenant: &Tenant) -> Result<()> {
         })
 }
 
-fn query_all<T>(
+pub(crate) fn query_all<T>(
     c: &Connection,
     query: &str,
     values: impl rusqlite::Params,
@@ -472,7 +477,7 @@ fn query_all<T>(
 
 /// A foreign-key violation means the tenant (or session, or secret) the row points at is
 /// missing.
-fn sql_or_not_found(error: rusqlite::Error) -> StoreError {
+pub(crate) fn sql_or_not_found(error: rusqlite::Error) -> StoreError {
     if is_foreign_key_violation(&error) {
         StoreError::NotFound
     } else {
@@ -481,7 +486,7 @@ fn sql_or_not_found(error: rusqlite::Error) -> StoreError {
 }
 
 /// A count or size kept in a signed column, saturating (no real value comes close).
-fn signed(value: u64) -> i64 {
+pub(crate) fn signed(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 

@@ -83,16 +83,20 @@ pub trait WorkflowStore: Send + Sync {
         change: RunChange,
     ) -> Result<(Run, Vec<JournalEntry>)>;
     /// Claims up to `limit` unfinished runs that are due (`next_due_at <= now`) and
-    /// whose lease is free, expired or already `node`'s: sets holder `node`, expiry
-    /// `lease_until`, and increments the token when the holder changes or the lease had
-    /// expired. Oldest due first. On PostgreSQL rows locked by another claimer are
-    /// skipped (`FOR UPDATE SKIP LOCKED`).
+    /// whose lease is free, expired or already `node`'s; also held runs whose lease
+    /// expired, whenever they are due (a dead worker's runs, whose attempts in flight
+    /// must run again), and with `include_own` every run `node` holds (a restarted node
+    /// takes its runs back at once). Sets holder `node`, expiry `lease_until`, and
+    /// increments the token when the holder changes or the lease had expired. Oldest due
+    /// first. On PostgreSQL rows locked by another claimer are skipped (`FOR UPDATE SKIP
+    /// LOCKED`).
     async fn claim_runs(
         &self,
         node: &str,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
+        include_own: bool,
     ) -> Result<Vec<Run>>;
     /// The run's journal entries with `seq > after`, in order, at most `limit`.
     async fn run_journal(

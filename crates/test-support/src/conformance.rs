@@ -29,6 +29,9 @@ use uuid::Uuid;
 use crate::TestStore;
 use crate::fixtures::{self, at, at_micros};
 
+mod workflow;
+pub use workflow::*;
+
 /// The lease time-to-live the checks use unless they say otherwise.
 const TTL: Duration = Duration::from_secs(30);
 

@@ -160,6 +160,8 @@ struct Inner {
     definitions: Mutex<HashMap<(TenantId, String), Arc<Definition>>>,
     /// Runs this node drives, with the notifier that wakes their task.
     active: Mutex<HashMap<RunId, Arc<Notify>>>,
+    /// Every run this node saw finish (for metrics and benchmarks).
+    finished: tokio::sync::broadcast::Sender<(RunId, RunStatus)>,
 }
 
 fn random() -> f64 {
@@ -189,12 +191,18 @@ impl Engine {
                 options,
                 definitions: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashMap::new()),
+                finished: tokio::sync::broadcast::channel(4096).0,
             }),
         }
     }
 
     pub fn node_id(&self) -> &str {
         &self.inner.options.node_id
+    }
+
+    /// Runs that finish on this node, as they finish (lagging receivers lose the oldest).
+    pub fn subscribe_finished(&self) -> tokio::sync::broadcast::Receiver<(RunId, RunStatus)> {
+        self.inner.finished.subscribe()
     }
 
     /// How many runs this node is driving now.
@@ -216,6 +224,8 @@ impl Engine {
 
     async fn poll_loop(self) {
         let mut last_cron = Timestamp::from_unix_micros(0);
+        // The first claim takes back every run this node held before a restart.
+        let mut include_own = true;
         loop {
             let now = Timestamp::now();
             let lease_until = now.saturating_add_micros(until(self.inner.options.lease_ttl));
@@ -227,10 +237,12 @@ impl Engine {
                     now,
                     lease_until,
                     self.inner.options.claim_batch,
+                    include_own,
                 )
                 .await
             {
                 Ok(runs) => {
+                    include_own = runs.len() >= self.inner.options.claim_batch as usize;
                     for run in runs {
                         self.drive(run, Vec::new(), true);
                     }
@@ -303,12 +315,16 @@ impl Engine {
         let name = match (&def, &start.name) {
             (Some(def), _) => def.name.clone(),
             (None, Some(name)) => name.clone(),
-            (None, None) => return Err(EngineError::Invalid("a run needs a definition or a name".into())),
+            (None, None) => {
+                return Err(EngineError::Invalid(
+                    "a run needs a definition or a name".into(),
+                ));
+            }
         };
         let deadline = start.deadline.or_else(|| {
-            def.as_ref()
-                .and_then(|d| d.deadline_ms)
-                .map(|ms| now.saturating_add_micros(i64::try_from(ms).unwrap_or(i64::MAX / 1000) * 1000))
+            def.as_ref().and_then(|d| d.deadline_ms).map(|ms| {
+                now.saturating_add_micros(i64::try_from(ms).unwrap_or(i64::MAX / 1000) * 1000)
+            })
         });
         let id = RunId::generate();
         let node = self.inner.options.node_id.clone();
@@ -347,7 +363,12 @@ impl Engine {
         let mut launches = Vec::new();
         if let Some(def) = &def {
             let session_ready = !def.needs_session() || run.session_id.is_some();
-            let cx = AdvanceContext { now, token: 1, random: random(), session_ready };
+            let cx = AdvanceContext {
+                now,
+                token: 1,
+                random: random(),
+                session_ready,
+            };
             let out = advance(&mut run, &mut state, def, cx);
             journal.extend(out.journal);
             launches = out.launches;
@@ -410,7 +431,13 @@ impl Engine {
         });
     }
 
-    async fn drive_run(&self, mut run: Run, launches: Vec<Launch>, notify: Arc<Notify>, refence: bool) {
+    async fn drive_run(
+        &self,
+        mut run: Run,
+        launches: Vec<Launch>,
+        notify: Arc<Notify>,
+        refence: bool,
+    ) {
         let node = self.inner.options.node_id.clone();
         if refence {
             let old = run.lease_token;
@@ -422,7 +449,12 @@ impl Engine {
                 run.lease_token += 1;
                 Ok(RunWrite::default())
             });
-            match self.inner.store.update_run(run.tenant_id, run.id, change).await {
+            match self
+                .inner
+                .store
+                .update_run(run.tenant_id, run.id, change)
+                .await
+            {
                 Ok((written, _)) => run = written,
                 Err(error) => {
                     tracing::debug!(run = %run.id, %error, "lost the run before driving it");
@@ -442,9 +474,11 @@ impl Engine {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let mut in_flight: HashMap<(String, Option<usize>, u32), JoinHandle<()>> = HashMap::new();
         let mut last_beat: HashMap<(String, Option<usize>, u32), Timestamp> = HashMap::new();
+        // A claimed run is looked at once at once; a run this node just started has
+        // nothing to do until its first attempts answer.
+        let mut first = refence || launches.is_empty();
         self.launch(&run, &def, launches, &tx, &mut in_flight);
         let mut pending: Vec<Event> = Vec::new();
-        let mut first = true;
         loop {
             // Wait for something to do, unless this is the first look after a claim.
             if !first && pending.is_empty() {
@@ -546,7 +580,14 @@ impl Engine {
                     match event {
                         Event::Done(launch, outcome) => {
                             record_outcome(
-                                run, &mut state, &def_in, &launch, token, outcome, now, random(),
+                                run,
+                                &mut state,
+                                &def_in,
+                                &launch,
+                                token,
+                                outcome,
+                                now,
+                                random(),
                                 &mut out,
                             );
                         }
@@ -565,7 +606,12 @@ impl Engine {
                     }
                 }
                 let session_ready = !def_in.needs_session() || run.session_id.is_some();
-                let cx = AdvanceContext { now, token, random: random(), session_ready };
+                let cx = AdvanceContext {
+                    now,
+                    token,
+                    random: random(),
+                    session_ready,
+                };
                 let more = advance(run, &mut state, &def_in, cx);
                 out.journal.extend(more.journal);
                 out.dead_letters.extend(more.dead_letters);
@@ -596,7 +642,12 @@ impl Engine {
                     resolve_dead_letters: Vec::new(),
                 })
             });
-            match self.inner.store.update_run(run.tenant_id, run.id, change).await {
+            match self
+                .inner
+                .store
+                .update_run(run.tenant_id, run.id, change)
+                .await
+            {
                 Ok((written, _)) => run = written,
                 Err(StoreError::LeaseFenced { .. } | StoreError::NotFound) => {
                     for (_, task) in in_flight.drain() {
@@ -610,7 +661,10 @@ impl Engine {
                     continue;
                 }
             }
-            let launches = launched.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+            let launches = launched
+                .lock()
+                .map(|mut l| std::mem::take(&mut *l))
+                .unwrap_or_default();
             // Attempts the state no longer counts as running (timed out, replaced) stop.
             let state = RunState::parse(&run.state).unwrap_or_default();
             in_flight.retain(|(step, comp, attempt), task| {
@@ -619,7 +673,8 @@ impl Engine {
                     None => state.steps.get(step),
                 };
                 let alive = !task.is_finished()
-                    && current.is_some_and(|s| s.status == StepStatus::Running && s.attempt == *attempt);
+                    && current
+                        .is_some_and(|s| s.status == StepStatus::Running && s.attempt == *attempt);
                 if !alive {
                     task.abort();
                 }
@@ -631,10 +686,14 @@ impl Engine {
                 for (_, task) in in_flight.drain() {
                     task.abort();
                 }
+                let _ = self.inner.finished.send((run.id, run.status));
                 if state.owns_session
                     && let Some(session) = run.session_id
                 {
-                    self.inner.runner.close_session(run.tenant_id, session, &run).await;
+                    self.inner
+                        .runner
+                        .close_session(run.tenant_id, session, &run)
+                        .await;
                 }
                 return;
             }
@@ -689,7 +748,13 @@ impl Engine {
                         message: format!("template: {message}"),
                         exit_code: None,
                     };
-                    let _ = tx.send(Event::Done(launch, Outcome::Failed { error, summary: None }));
+                    let _ = tx.send(Event::Done(
+                        launch,
+                        Outcome::Failed {
+                            error,
+                            summary: None,
+                        },
+                    ));
                     continue;
                 }
             };
@@ -706,24 +771,28 @@ impl Engine {
                 compensation: launch.compensation.is_some(),
             };
             let runner = Arc::clone(&self.inner.runner);
-            let heartbeat = Heartbeat { tx: tx.clone(), launch: launch.clone() };
+            let heartbeat = Heartbeat {
+                tx: tx.clone(),
+                launch: launch.clone(),
+            };
             let timeout = request.timeout;
             let task = tokio::spawn(async move {
-                let outcome = match tokio::time::timeout(timeout, runner.run(request, heartbeat)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Outcome::Failed {
-                        error: StepError {
-                            class: FailureClass::Timeout,
-                            reason: ReasonCode::StepTimeout.as_str().to_owned(),
-                            message: format!(
-                                "the attempt ran longer than its timeout ({} ms)",
-                                timeout.as_millis()
-                            ),
-                            exit_code: None,
+                let outcome =
+                    match tokio::time::timeout(timeout, runner.run(request, heartbeat)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Outcome::Failed {
+                            error: StepError {
+                                class: FailureClass::Timeout,
+                                reason: ReasonCode::StepTimeout.as_str().to_owned(),
+                                message: format!(
+                                    "the attempt ran longer than its timeout ({} ms)",
+                                    timeout.as_millis()
+                                ),
+                                exit_code: None,
+                            },
+                            summary: None,
                         },
-                        summary: None,
-                    },
-                };
+                    };
                 let _ = tx.send(Event::Done(launch, outcome));
             });
             in_flight.insert(slot, task);
@@ -780,7 +849,9 @@ fn heartbeat_window(def: &Definition, launch: &Launch) -> i64 {
         None => def.step(&launch.step),
     };
     step.and_then(|s| s.heartbeat_ms)
-        .map_or(i64::MAX / 4, |ms| i64::try_from(ms).unwrap_or(i64::MAX / 4000) * 1000)
+        .map_or(i64::MAX / 4, |ms| {
+            i64::try_from(ms).unwrap_or(i64::MAX / 4000) * 1000
+        })
 }
 
 fn render_action(action: &StepAction, cx: &TemplateContext<'_>) -> Result<StepAction, String> {
@@ -794,7 +865,12 @@ fn render_action(action: &StepAction, cx: &TemplateContext<'_>) -> Result<StepAc
                 .collect::<Result<_, String>>()?,
             cwd: cwd.as_ref().map(r).transpose()?,
         },
-        StepAction::Http { method, url, headers, body } => StepAction::Http {
+        StepAction::Http {
+            method,
+            url,
+            headers,
+            body,
+        } => StepAction::Http {
             method: method.clone(),
             url: r(url)?,
             headers: headers

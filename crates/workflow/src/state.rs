@@ -248,7 +248,12 @@ pub struct AdvanceContext {
 /// hands out events and approvals, starts every ready step (recording the attempt),
 /// restarts attempts orphaned by a lost worker, runs compensations once the run is
 /// ending, and finally sets the run's status and `next_due_at`.
-pub fn advance(run: &mut Run, state: &mut RunState, def: &Definition, cx: AdvanceContext) -> Advance {
+pub fn advance(
+    run: &mut Run,
+    state: &mut RunState,
+    def: &Definition,
+    cx: AdvanceContext,
+) -> Advance {
     let mut out = Advance::default();
     let now = cx.now;
     let now_us = now.unix_micros();
@@ -318,7 +323,10 @@ pub fn advance(run: &mut Run, state: &mut RunState, def: &Definition, cx: Advanc
                 .push(entry(None, 0, "run_succeeded", None, json!({}), now));
             return out;
         }
-        let blocked = state.steps.values().any(|s| s.status == StepStatus::Blocked);
+        let blocked = state
+            .steps
+            .values()
+            .any(|s| s.status == StepStatus::Blocked);
         let running = state.steps.values().any(|s| {
             matches!(s.status, StepStatus::Running | StepStatus::RetryWait)
                 || (s.status == StepStatus::Pending && !state.paused)
@@ -479,7 +487,14 @@ fn start_step(run: &Run, state: &mut RunState, step: &Step, cx: AdvanceContext, 
             ),
             exit_code: None,
         };
-        give_up(state, &step.name, error, s_attempt(state, &step.name), now, out);
+        give_up(
+            state,
+            &step.name,
+            error,
+            s_attempt(state, &step.name),
+            now,
+            out,
+        );
         return;
     }
     s.attempt += 1;
@@ -603,11 +618,19 @@ fn s_attempt(state: &RunState, step: &str) -> u32 {
 }
 
 fn ms_to_us(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+    i64::try_from(ms)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
 }
 
 /// Finishes a waiting step if its timer, event or approval is there.
-fn advance_waiting(state: &mut RunState, step: &Step, now: Timestamp, random: f64, out: &mut Advance) {
+fn advance_waiting(
+    state: &mut RunState,
+    step: &Step,
+    now: Timestamp,
+    random: f64,
+    out: &mut Advance,
+) {
     let now_us = now.unix_micros();
     let Some(s) = state.steps.get(&step.name) else {
         return;
@@ -805,10 +828,17 @@ pub fn end_run(
         message: message.to_owned(),
         step: step.map(str::to_owned),
     });
+    // Nothing more starts, and attempts in flight are stopped (the engine aborts an
+    // attempt its state no longer counts as running); their effects are not undone,
+    // since they never succeeded.
     for s in state.steps.values_mut() {
         if matches!(
             s.status,
-            StepStatus::Pending | StepStatus::RetryWait | StepStatus::Waiting | StepStatus::Blocked
+            StepStatus::Pending
+                | StepStatus::RetryWait
+                | StepStatus::Waiting
+                | StepStatus::Blocked
+                | StepStatus::Running
         ) {
             s.status = StepStatus::Skipped;
             s.due_at = None;
@@ -859,14 +889,6 @@ fn advance_compensation(
         }
         state.compensations = queue;
     }
-    // Wait for steps still in flight: a compensation undoes finished work only.
-    if state
-        .steps
-        .values()
-        .any(|s| s.status == StepStatus::Running && s.token == cx.token)
-    {
-        return;
-    }
     // One compensation at a time, newest first.
     let Some(index) = state
         .compensations
@@ -891,7 +913,9 @@ fn advance_compensation(
                 error,
                 summary: None,
             };
-            record_outcome(run, state, def, &launch, cx.token, failed, now, cx.random, out);
+            record_outcome(
+                run, state, def, &launch, cx.token, failed, now, cx.random, out,
+            );
         } else {
             c.due_at = Some(running_due(c, &step));
         }
@@ -992,12 +1016,17 @@ pub fn record_outcome(
             Outcome::Failed { error, .. } => {
                 // Compensations retry by their own policy; policy failures and exhausted
                 // retries leave the compensation failed, and the next one runs.
-                let decision = decide(&step.retry, error.class, launch.attempt, error.exit_code, random);
+                let decision = decide(
+                    &step.retry,
+                    error.class,
+                    launch.attempt,
+                    error.exit_code,
+                    random,
+                );
                 let (kind, detail) = match decision {
                     RetryDecision::RetryAfter(delay) => {
                         comp.state.status = StepStatus::RetryWait;
-                        comp.state.due_at =
-                            Some(now.unix_micros().saturating_add(ms_to_us(delay)));
+                        comp.state.due_at = Some(now.unix_micros().saturating_add(ms_to_us(delay)));
                         ("compensation_failed", json!({"retry_in_ms": delay}))
                     }
                     RetryDecision::DeadLetter | RetryDecision::GiveUp => {
@@ -1071,7 +1100,11 @@ pub fn record_heartbeat(state: &mut RunState, launch: &Launch, token: i64, now: 
         None => state.steps.get_mut(&launch.step),
     };
     match s {
-        Some(s) if s.status == StepStatus::Running && s.attempt == launch.attempt && s.token == token => {
+        Some(s)
+            if s.status == StepStatus::Running
+                && s.attempt == launch.attempt
+                && s.token == token =>
+        {
             s.heartbeat_at = Some(now.unix_micros());
             true
         }
@@ -1089,5 +1122,317 @@ pub fn redrive(state: &mut RunState, step: &str, now: Timestamp) -> Result<(), S
             Ok(())
         }
         _ => Err(format!("step `{step}` is not blocked")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_core::{RunId, TenantId};
+
+    fn def(yaml: &str) -> Definition {
+        crate::definition::parse(yaml).expect("definition")
+    }
+
+    fn new_run(def: &Definition) -> (Run, RunState) {
+        let now = Timestamp::from_unix_micros(1_000_000_000);
+        let run = Run {
+            id: RunId::generate(),
+            tenant_id: TenantId::generate(),
+            definition: Some("sha256:x".into()),
+            name: def.name.clone(),
+            session_id: None,
+            status: RunStatus::Running,
+            input: "{}".into(),
+            state: String::new(),
+            output: None,
+            reason: None,
+            idempotency_key: None,
+            created_by: "key".into(),
+            created_at: now,
+            updated_at: now,
+            deadline: None,
+            next_due_at: None,
+            lease_holder: Some("n".into()),
+            lease_token: 1,
+            lease_expires_at: None,
+            journal_seq: 0,
+        };
+        (run, RunState::initial(Some(def)))
+    }
+
+    fn cx(at_ms: i64, token: i64) -> AdvanceContext {
+        AdvanceContext {
+            now: Timestamp::from_unix_micros(1_000_000_000 + at_ms * 1000),
+            token,
+            random: 0.5,
+            session_ready: true,
+        }
+    }
+
+    fn kinds(out: &Advance) -> Vec<String> {
+        out.journal
+            .iter()
+            .map(|e| format!("{}:{}", e.step.as_deref().unwrap_or("-"), e.kind))
+            .collect()
+    }
+
+    const CHAIN: &str = r#"
+name: chain
+steps:
+  - {name: a, kind: exec, argv: [a], compensate: undo-a}
+  - {name: b, kind: exec, argv: [b], needs: [a], compensate: undo-b,
+     retry: {error: {max_attempts: 2, initial_interval: 1s, jitter: 0}}}
+  - {name: c, kind: exec, argv: [c], needs: [b]}
+compensations:
+  - {name: undo-a, kind: exec, argv: [ua]}
+  - {name: undo-b, kind: exec, argv: [ub]}
+"#;
+
+    fn ok(run: &Run, state: &mut RunState, d: &Definition, launch: &Launch, at: i64) -> Advance {
+        let mut out = Advance::default();
+        let c = cx(at, 1);
+        assert!(record_outcome(
+            run,
+            state,
+            d,
+            launch,
+            1,
+            Outcome::Succeeded(serde_json::json!(launch.step)),
+            c.now,
+            0.5,
+            &mut out
+        ));
+        out
+    }
+
+    fn err(
+        run: &Run,
+        state: &mut RunState,
+        d: &Definition,
+        launch: &Launch,
+        at: i64,
+        class: FailureClass,
+    ) -> Advance {
+        let mut out = Advance::default();
+        let c = cx(at, 1);
+        let error = StepError {
+            class,
+            reason: "STEP_EXIT_NONZERO".into(),
+            message: "boom".into(),
+            exit_code: Some(1),
+        };
+        assert!(record_outcome(
+            run,
+            state,
+            d,
+            launch,
+            1,
+            Outcome::Failed {
+                error,
+                summary: Some(serde_json::json!({"host": "x"}))
+            },
+            c.now,
+            0.5,
+            &mut out
+        ));
+        out
+    }
+
+    #[test]
+    fn steps_run_in_order_and_the_run_succeeds() {
+        let d = def(CHAIN);
+        let (mut run, mut state) = new_run(&d);
+        let out = advance(&mut run, &mut state, &d, cx(0, 1));
+        assert_eq!(out.launches.len(), 1);
+        assert_eq!(out.launches[0].step, "a");
+        for (i, step) in ["a", "b", "c"].iter().enumerate() {
+            let launch = Launch {
+                step: (*step).into(),
+                compensation: None,
+                attempt: 1,
+            };
+            ok(&run, &mut state, &d, &launch, 10 * i as i64);
+            let out = advance(&mut run, &mut state, &d, cx(10 * i as i64, 1));
+            if i < 2 {
+                assert_eq!(out.launches.len(), 1, "{:?}", kinds(&out));
+            }
+        }
+        assert_eq!(run.status, RunStatus::Succeeded);
+        let output: Value = serde_json::from_str(run.output.as_deref().unwrap()).unwrap();
+        assert_eq!(output["c"], "c");
+    }
+
+    #[test]
+    fn retries_then_gives_up_and_compensates_newest_first() {
+        let d = def(CHAIN);
+        let (mut run, mut state) = new_run(&d);
+        advance(&mut run, &mut state, &d, cx(0, 1));
+        let a = Launch {
+            step: "a".into(),
+            compensation: None,
+            attempt: 1,
+        };
+        ok(&run, &mut state, &d, &a, 1);
+        let out = advance(&mut run, &mut state, &d, cx(1, 1));
+        assert_eq!(out.launches[0].step, "b");
+        let b1 = Launch {
+            step: "b".into(),
+            compensation: None,
+            attempt: 1,
+        };
+        let out = err(&run, &mut state, &d, &b1, 2, FailureClass::Error);
+        assert_eq!(kinds(&out), ["b:failed"]);
+        assert_eq!(state.steps["b"].status, StepStatus::RetryWait);
+        // Not due yet.
+        let out = advance(&mut run, &mut state, &d, cx(500, 1));
+        assert!(out.launches.is_empty());
+        assert!(run.next_due_at.is_some());
+        let out = advance(&mut run, &mut state, &d, cx(1002, 1));
+        assert_eq!(out.launches[0].attempt, 2);
+        let b2 = Launch {
+            step: "b".into(),
+            compensation: None,
+            attempt: 2,
+        };
+        err(&run, &mut state, &d, &b2, 1003, FailureClass::Error);
+        // b gave up: a's compensation runs (b never succeeded).
+        let out = advance(&mut run, &mut state, &d, cx(1003, 1));
+        assert_eq!(run.status, RunStatus::Compensating);
+        assert_eq!(out.launches.len(), 1);
+        assert_eq!(out.launches[0].step, "undo-a");
+        let ua = out.launches[0].clone();
+        ok(&run, &mut state, &d, &ua, 1004);
+        advance(&mut run, &mut state, &d, cx(1004, 1));
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.reason.as_deref(), Some("STEP_EXIT_NONZERO"));
+        assert_eq!(state.steps["c"].status, StepStatus::Skipped);
+    }
+
+    #[test]
+    fn policy_failures_go_to_the_dead_letter_queue_and_redrive() {
+        let d = def(CHAIN);
+        let (mut run, mut state) = new_run(&d);
+        advance(&mut run, &mut state, &d, cx(0, 1));
+        let a = Launch {
+            step: "a".into(),
+            compensation: None,
+            attempt: 1,
+        };
+        let out = err(&run, &mut state, &d, &a, 1, FailureClass::Policy);
+        assert_eq!(out.dead_letters.len(), 1);
+        assert_eq!(kinds(&out), ["a:blocked"]);
+        advance(&mut run, &mut state, &d, cx(2, 1));
+        assert_eq!(run.status, RunStatus::Blocked);
+        assert_eq!(run.next_due_at, None);
+        redrive(&mut state, "a", cx(3, 1).now).unwrap();
+        let out = advance(&mut run, &mut state, &d, cx(3, 1));
+        assert_eq!(out.launches[0].attempt, 2);
+        assert_eq!(run.status, RunStatus::Running);
+    }
+
+    #[test]
+    fn an_orphaned_attempt_runs_again_under_the_new_token_and_a_late_answer_is_dropped() {
+        let d = def(CHAIN);
+        let (mut run, mut state) = new_run(&d);
+        advance(&mut run, &mut state, &d, cx(0, 1));
+        // The worker died; another claims with token 2.
+        let out = advance(&mut run, &mut state, &d, cx(5, 2));
+        assert_eq!(kinds(&out), ["a:attempt_orphaned", "a:started"]);
+        assert_eq!(out.launches[0].attempt, 2);
+        // The old attempt's answer arrives late: ignored.
+        let mut late = Advance::default();
+        let a1 = Launch {
+            step: "a".into(),
+            compensation: None,
+            attempt: 1,
+        };
+        assert!(!record_outcome(
+            &run,
+            &mut state,
+            &d,
+            &a1,
+            1,
+            Outcome::Succeeded(Value::Null),
+            cx(6, 1).now,
+            0.5,
+            &mut late
+        ));
+    }
+
+    #[test]
+    fn start_to_close_and_heartbeat_timeouts_fail_the_attempt() {
+        let d = def(r#"
+name: slow
+steps:
+  - {name: s, kind: exec, argv: [s], timeout: 10s, heartbeat: 1s,
+     retry: {timeout: {max_attempts: 1}}}
+"#);
+        let (mut run, mut state) = new_run(&d);
+        advance(&mut run, &mut state, &d, cx(0, 1));
+        assert_eq!(run.next_due_at, Some(cx(1000, 1).now));
+        let launch = Launch {
+            step: "s".into(),
+            compensation: None,
+            attempt: 1,
+        };
+        assert!(record_heartbeat(&mut state, &launch, 1, cx(900, 1).now));
+        advance(&mut run, &mut state, &d, cx(1000, 1));
+        assert_eq!(state.steps["s"].status, StepStatus::Running);
+        let out = advance(&mut run, &mut state, &d, cx(1900, 1));
+        assert!(
+            kinds(&out).contains(&"s:failed".to_owned()),
+            "{:?}",
+            kinds(&out)
+        );
+        assert_eq!(
+            out.journal[0].reason.as_deref(),
+            Some("STEP_HEARTBEAT_TIMEOUT")
+        );
+        assert_eq!(run.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn sleeps_events_and_approvals_wait_then_finish() {
+        let d = def(r#"
+name: waits
+steps:
+  - {name: nap, kind: sleep, duration: 2s}
+  - {name: ev, kind: wait_for_event, event: go, needs: [nap]}
+  - {name: ok, kind: approval, needs: [ev]}
+"#);
+        let (mut run, mut state) = new_run(&d);
+        advance(&mut run, &mut state, &d, cx(0, 1));
+        assert_eq!(run.status, RunStatus::Waiting);
+        advance(&mut run, &mut state, &d, cx(2000, 1));
+        assert_eq!(state.steps["nap"].status, StepStatus::Succeeded);
+        assert_eq!(state.steps["ev"].status, StepStatus::Waiting);
+        assert_eq!(run.next_due_at, None);
+        state
+            .events
+            .insert("go".into(), vec![serde_json::json!({"x": 1})]);
+        advance(&mut run, &mut state, &d, cx(2001, 1));
+        assert_eq!(state.steps["ev"].output, Some(serde_json::json!({"x": 1})));
+        state.approvals.insert(
+            "ok".into(),
+            ApprovalDecision {
+                approved: true,
+                by: "key_a".into(),
+                comment: None,
+            },
+        );
+        advance(&mut run, &mut state, &d, cx(2002, 1));
+        assert_eq!(run.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn the_deadline_fails_the_run() {
+        let d = def(CHAIN);
+        let (mut run, mut state) = new_run(&d);
+        run.deadline = Some(cx(100, 1).now);
+        advance(&mut run, &mut state, &d, cx(0, 1));
+        advance(&mut run, &mut state, &d, cx(100, 1));
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.reason.as_deref(), Some("RUN_DEADLINE_EXCEEDED"));
     }
 }
