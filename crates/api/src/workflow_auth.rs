@@ -52,7 +52,8 @@ impl StepAuthorizer for ApiAuthorizer {
         step: &str,
         session: Option<&Session>,
     ) -> Result<(), StepDenial> {
-        let action = action_of(step).ok_or_else(|| deny(format!("`{step}` is not a step action")))?;
+        let action =
+            action_of(step).ok_or_else(|| deny(format!("`{step}` is not a step action")))?;
         let key_id: KeyId = principal
             .parse()
             .map_err(|_| deny(format!("`{principal}` is not a key")))?;
@@ -97,7 +98,10 @@ impl StepAuthorizer for ApiAuthorizer {
                 principal,
             )
             .field("action", action.as_str())
-            .field("resource", session.map_or(tenant_id.to_string(), |s| s.id.to_string()))
+            .field(
+                "resource",
+                session.map_or(tenant_id.to_string(), |s| s.id.to_string()),
+            )
             .field("allowed", decision.allowed)
             .field("policies", decision.policies.clone())
             .field("role", key.role.as_str())
@@ -108,7 +112,10 @@ impl StepAuthorizer for ApiAuthorizer {
             return Ok(());
         }
         Err(deny(if decision.policies.is_empty() {
-            format!("`{}` is not permitted: no policy allows it", action.as_str())
+            format!(
+                "`{}` is not permitted: no policy allows it",
+                action.as_str()
+            )
         } else {
             format!(
                 "`{}` is denied by policy {}",

@@ -216,43 +216,7 @@ async fn measure(
         EngineOptions::new(format!("bench-{backend}")),
     );
     let start = |engine: Engine, definition: WorkflowDefinition| {
-        let store = Arc::clone(&store);
-        async move {
-            let mut finished = engine.subscribe_finished();
-            let began = Instant::now();
-            let (run, _) = engine
-                .start(StartRun {
-                    tenant_id: definition.tenant_id,
-                    definition: Some(definition),
-                    name: None,
-                    session_id: None,
-                    input: json!({}),
-                    idempotency_key: None,
-                    principal: "bench".to_owned(),
-                    deadline: None,
-                })
-                .await?;
-            loop {
-                match tokio::time::timeout(Duration::from_secs(30), finished.recv()).await {
-                    Ok(Ok((id, status))) if id == run.id => {
-                        anyhow::ensure!(
-                            status == RunStatus::Succeeded,
-                            "run {id} ended {status:?}"
-                        );
-                        return anyhow::Ok(began.elapsed());
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                        // Missed notices: ask the store.
-                        let stored = store.get_run(run.tenant_id, run.id).await?;
-                        if stored.is_some_and(|r| r.status.is_terminal()) {
-                            return anyhow::Ok(began.elapsed());
-                        }
-                    }
-                    Ok(Err(_)) | Err(_) => anyhow::bail!("run {} did not finish in 30 s", run.id),
-                }
-            }
-        }
+        one_run(engine, definition, Arc::clone(&store))
     };
 
     // Warm-up.
@@ -272,12 +236,14 @@ async fn measure(
     for _ in 0..args.concurrency.max(1) {
         let engine = engine.clone();
         let definition = definition.clone();
+        let store = Arc::clone(&store);
         let next = Arc::clone(&next);
         let total = args.runs;
         tasks.spawn(async move {
             let mut latencies = Timings::default();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                latencies.push(start(engine.clone(), definition.clone()).await?);
+                latencies
+                    .push(one_run(engine.clone(), definition.clone(), Arc::clone(&store)).await?);
             }
             anyhow::Ok(latencies)
         });
@@ -325,4 +291,43 @@ async fn run_dbos(python: &PathBuf, args: &WorkflowsArgs) -> anyhow::Result<Valu
         output.status
     );
     serde_json::from_slice(&output.stdout).context("the DBOS benchmark printed no JSON")
+}
+
+/// Starts one run and waits until it finished; returns how long that took.
+async fn one_run(
+    engine: Engine,
+    definition: WorkflowDefinition,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Duration> {
+    let mut finished = engine.subscribe_finished();
+    let began = Instant::now();
+    let (run, _) = engine
+        .start(StartRun {
+            tenant_id: definition.tenant_id,
+            definition: Some(definition),
+            name: None,
+            session_id: None,
+            input: json!({}),
+            idempotency_key: None,
+            principal: "bench".to_owned(),
+            deadline: None,
+        })
+        .await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), finished.recv()).await {
+            Ok(Ok((id, status))) if id == run.id => {
+                anyhow::ensure!(status == RunStatus::Succeeded, "run {id} ended {status:?}");
+                return Ok(began.elapsed());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                // Missed notices: ask the store.
+                let stored = store.get_run(run.tenant_id, run.id).await?;
+                if stored.is_some_and(|r| r.status.is_terminal()) {
+                    return Ok(began.elapsed());
+                }
+            }
+            Ok(Err(_)) | Err(_) => anyhow::bail!("run {} did not finish in 30 s", run.id),
+        }
+    }
 }

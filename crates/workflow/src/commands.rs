@@ -35,18 +35,51 @@ fn invalid(message: impl Into<String>) -> CommandError {
 /// An operator's command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Cancel { by: String, reason: Option<String> },
-    Pause { by: String },
-    Unpause { by: String },
-    Event { name: String, payload: Value, by: String },
-    Approve { step: String, decision: ApprovalDecision },
-    Redrive { dead_letter: DeadLetterId, step: String, by: String },
-    Discard { dead_letter: DeadLetterId, step: String, by: String },
+    Cancel {
+        by: String,
+        reason: Option<String>,
+    },
+    Pause {
+        by: String,
+    },
+    Unpause {
+        by: String,
+    },
+    Event {
+        name: String,
+        payload: Value,
+        by: String,
+    },
+    Approve {
+        step: String,
+        decision: ApprovalDecision,
+    },
+    Redrive {
+        dead_letter: DeadLetterId,
+        step: String,
+        by: String,
+    },
+    Discard {
+        dead_letter: DeadLetterId,
+        step: String,
+        by: String,
+    },
     /// Ends a code-driven run.
-    Finish { succeeded: bool, output: Value, by: String },
+    Finish {
+        succeeded: bool,
+        output: Value,
+        by: String,
+    },
 }
 
-fn entry(step: Option<&str>, attempt: u32, kind: &str, reason: Option<&str>, detail: Value, now: Timestamp) -> NewJournalEntry {
+fn entry(
+    step: Option<&str>,
+    attempt: u32,
+    kind: &str,
+    reason: Option<&str>,
+    detail: Value,
+    now: Timestamp,
+) -> NewJournalEntry {
     NewJournalEntry {
         step: step.map(str::to_owned),
         attempt,
@@ -87,7 +120,9 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
                 if let Some(id) = &s.dead_letter
                     && let Ok(id) = id.parse()
                 {
-                    write.resolve_dead_letters.push((id, DeadLetterStatus::Discarded, by.clone()));
+                    write
+                        .resolve_dead_letters
+                        .push((id, DeadLetterStatus::Discarded, by.clone()));
                     let _ = name;
                 }
             }
@@ -95,7 +130,14 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
                 run.status = RunStatus::Cancelled;
                 run.reason = Some(ReasonCode::RunCancelled.as_str().to_owned());
                 run.next_due_at = None;
-                write.journal.push(entry(None, 0, "run_cancelled", Some(ReasonCode::RunCancelled.as_str()), json!({"by": by}), now));
+                write.journal.push(entry(
+                    None,
+                    0,
+                    "run_cancelled",
+                    Some(ReasonCode::RunCancelled.as_str()),
+                    json!({"by": by}),
+                    now,
+                ));
             } else {
                 run.status = RunStatus::Compensating;
             }
@@ -105,11 +147,15 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
                 return Err(invalid("the run is already paused"));
             }
             if state.ending.is_some() {
-                return Err(invalid("the run is ending: its compensations cannot be paused"));
+                return Err(invalid(
+                    "the run is ending: its compensations cannot be paused",
+                ));
             }
             state.paused = true;
             run.status = RunStatus::Paused;
-            write.journal.push(entry(None, 0, "paused", None, json!({"by": by}), now));
+            write
+                .journal
+                .push(entry(None, 0, "paused", None, json!({"by": by}), now));
         }
         Command::Unpause { by } => {
             if !state.paused {
@@ -117,10 +163,19 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
             }
             state.paused = false;
             run.status = RunStatus::Running;
-            write.journal.push(entry(None, 0, "unpaused", None, json!({"by": by}), now));
+            write
+                .journal
+                .push(entry(None, 0, "unpaused", None, json!({"by": by}), now));
         }
         Command::Event { name, payload, by } => {
-            write.journal.push(entry(None, 0, "event", None, json!({"event": name, "payload": payload, "by": by}), now));
+            write.journal.push(entry(
+                None,
+                0,
+                "event",
+                None,
+                json!({"event": name, "payload": payload, "by": by}),
+                now,
+            ));
             state.events.entry(name).or_default().push(payload);
         }
         Command::Approve { step, decision } => {
@@ -129,7 +184,9 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
                 .get(&step)
                 .is_some_and(|s| s.status == StepStatus::Waiting);
             if !waiting || code_run {
-                return Err(invalid(format!("step `{step}` is not waiting for an approval")));
+                return Err(invalid(format!(
+                    "step `{step}` is not waiting for an approval"
+                )));
             }
             if state.approvals.contains_key(&step) {
                 return Err(invalid(format!("step `{step}` already has a decision")));
@@ -137,21 +194,42 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
             write.journal.push(entry(
                 Some(&step),
                 0,
-                if decision.approved { "approved" } else { "rejected" },
+                if decision.approved {
+                    "approved"
+                } else {
+                    "rejected"
+                },
                 None,
                 json!({"by": decision.by, "comment": decision.comment}),
                 now,
             ));
             state.approvals.insert(step, decision);
         }
-        Command::Redrive { dead_letter, step, by } => {
+        Command::Redrive {
+            dead_letter,
+            step,
+            by,
+        } => {
             crate::state::redrive(&mut state, &step, now).map_err(invalid)?;
-            write.resolve_dead_letters.push((dead_letter, DeadLetterStatus::Redriven, by.clone()));
-            write.journal.push(entry(Some(&step), 0, "redriven", None, json!({"dead_letter": dead_letter.to_string(), "by": by}), now));
+            write
+                .resolve_dead_letters
+                .push((dead_letter, DeadLetterStatus::Redriven, by.clone()));
+            write.journal.push(entry(
+                Some(&step),
+                0,
+                "redriven",
+                None,
+                json!({"dead_letter": dead_letter.to_string(), "by": by}),
+                now,
+            ));
             run.status = RunStatus::Running;
             run.reason = None;
         }
-        Command::Discard { dead_letter, step, by } => {
+        Command::Discard {
+            dead_letter,
+            step,
+            by,
+        } => {
             let blocked = state
                 .steps
                 .get(&step)
@@ -162,8 +240,17 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
             if let Some(s) = state.steps.get_mut(&step) {
                 s.status = StepStatus::Failed;
             }
-            write.resolve_dead_letters.push((dead_letter, DeadLetterStatus::Discarded, by.clone()));
-            write.journal.push(entry(Some(&step), 0, "discarded", Some(ReasonCode::RunDeadLetterDiscarded.as_str()), json!({"dead_letter": dead_letter.to_string(), "by": by}), now));
+            write
+                .resolve_dead_letters
+                .push((dead_letter, DeadLetterStatus::Discarded, by.clone()));
+            write.journal.push(entry(
+                Some(&step),
+                0,
+                "discarded",
+                Some(ReasonCode::RunDeadLetterDiscarded.as_str()),
+                json!({"dead_letter": dead_letter.to_string(), "by": by}),
+                now,
+            ));
             let mut out = Advance::default();
             end_run(
                 &mut state,
@@ -179,26 +266,55 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
                 run.status = RunStatus::Failed;
                 run.reason = Some(ReasonCode::RunDeadLetterDiscarded.as_str().to_owned());
                 run.next_due_at = None;
-                write.journal.push(entry(None, 0, "run_failed", Some(ReasonCode::RunDeadLetterDiscarded.as_str()), json!({}), now));
+                write.journal.push(entry(
+                    None,
+                    0,
+                    "run_failed",
+                    Some(ReasonCode::RunDeadLetterDiscarded.as_str()),
+                    json!({}),
+                    now,
+                ));
             } else {
                 run.status = RunStatus::Compensating;
             }
         }
-        Command::Finish { succeeded, output, by } => {
+        Command::Finish {
+            succeeded,
+            output,
+            by,
+        } => {
             if !code_run {
                 return Err(invalid("only a code-driven run is finished by its caller"));
             }
-            if let Some((name, _)) = state.steps.iter().find(|(_, s)| s.status == StepStatus::Blocked) {
-                return Err(invalid(format!("step `{name}` is blocked in the dead-letter queue")));
+            if let Some((name, _)) = state
+                .steps
+                .iter()
+                .find(|(_, s)| s.status == StepStatus::Blocked)
+            {
+                return Err(invalid(format!(
+                    "step `{name}` is blocked in the dead-letter queue"
+                )));
             }
-            run.status = if succeeded { RunStatus::Succeeded } else { RunStatus::Failed };
-            run.reason = if succeeded { None } else { Some(ReasonCode::StepFailed.as_str().to_owned()) };
+            run.status = if succeeded {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::Failed
+            };
+            run.reason = if succeeded {
+                None
+            } else {
+                Some(ReasonCode::StepFailed.as_str().to_owned())
+            };
             run.output = Some(output.to_string());
             run.next_due_at = None;
             write.journal.push(entry(
                 None,
                 0,
-                if succeeded { "run_succeeded" } else { "run_failed" },
+                if succeeded {
+                    "run_succeeded"
+                } else {
+                    "run_failed"
+                },
                 run.reason.as_deref(),
                 json!({"by": by}),
                 now,
@@ -216,9 +332,13 @@ pub fn apply(run: &mut Run, command: Command, now: Timestamp) -> Result<RunWrite
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepCall {
     /// Begin (or resume) the step: a completed step answers its recorded result.
-    Start { heartbeat_ms: Option<u64> },
+    Start {
+        heartbeat_ms: Option<u64>,
+    },
     Heartbeat,
-    Complete { output: Value },
+    Complete {
+        output: Value,
+    },
     Fail {
         class: FailureClass,
         message: String,
@@ -305,19 +425,29 @@ pub fn step_call(
     let heartbeat_expired = |s: &StepState| {
         s.heartbeat_window_ms.is_some_and(|w| {
             let beat = s.heartbeat_at.or(s.started_at).unwrap_or(0);
-            now_us >= beat.saturating_add(i64::try_from(w).unwrap_or(i64::MAX / 1000).saturating_mul(1000))
+            now_us
+                >= beat.saturating_add(
+                    i64::try_from(w)
+                        .unwrap_or(i64::MAX / 1000)
+                        .saturating_mul(1000),
+                )
         })
     };
     match call {
         _ if finished => replayed = true,
         StepCall::Start { heartbeat_ms } => match s.status {
             StepStatus::Blocked => {
-                return Err(invalid(format!("step `{name}` is blocked in the dead-letter queue")));
+                return Err(invalid(format!(
+                    "step `{name}` is blocked in the dead-letter queue"
+                )));
             }
             StepStatus::Running if s.heartbeat_window_ms.is_some() && !heartbeat_expired(&s) => {
                 return Err(CommandError {
                     reason: ReasonCode::RunStepInFlight,
-                    message: format!("step `{name}` attempt {} is in flight and heartbeating", s.attempt),
+                    message: format!(
+                        "step `{name}` attempt {} is in flight and heartbeating",
+                        s.attempt
+                    ),
                 });
             }
             _ => {
@@ -327,9 +457,20 @@ pub fn step_call(
                     } else {
                         "ATTEMPT_ORPHANED"
                     };
-                    let kind = if heartbeat_expired(&s) { "failed" } else { "attempt_orphaned" };
+                    let kind = if heartbeat_expired(&s) {
+                        "failed"
+                    } else {
+                        "attempt_orphaned"
+                    };
                     let reason_field = if kind == "failed" { Some(reason) } else { None };
-                    write.journal.push(entry(Some(name), s.attempt, kind, reason_field, json!({"class": "timeout"}), now));
+                    write.journal.push(entry(
+                        Some(name),
+                        s.attempt,
+                        kind,
+                        reason_field,
+                        json!({"class": "timeout"}),
+                        now,
+                    ));
                 }
                 s.attempt += 1;
                 s.status = StepStatus::Running;
@@ -338,7 +479,14 @@ pub fn step_call(
                 s.first_started_at.get_or_insert(now_us);
                 s.heartbeat_window_ms = heartbeat_ms;
                 s.due_at = None;
-                write.journal.push(entry(Some(name), s.attempt, "started", None, json!({"idempotency_key": step_key(&run.id, name)}), now));
+                write.journal.push(entry(
+                    Some(name),
+                    s.attempt,
+                    "started",
+                    None,
+                    json!({"idempotency_key": step_key(&run.id, name)}),
+                    now,
+                ));
             }
         },
         StepCall::Heartbeat => {
@@ -352,15 +500,34 @@ pub fn step_call(
                 // Completing without a start records the one attempt.
                 s.attempt += 1;
                 s.started_at = Some(now_us);
-                write.journal.push(entry(Some(name), s.attempt, "started", None, json!({"idempotency_key": step_key(&run.id, name)}), now));
+                write.journal.push(entry(
+                    Some(name),
+                    s.attempt,
+                    "started",
+                    None,
+                    json!({"idempotency_key": step_key(&run.id, name)}),
+                    now,
+                ));
             }
             s.status = StepStatus::Succeeded;
             s.completed_at = Some(now_us);
-            write.journal.push(entry(Some(name), s.attempt, "completed", None, json!({"output": output}), now));
+            write.journal.push(entry(
+                Some(name),
+                s.attempt,
+                "completed",
+                None,
+                json!({"output": output}),
+                now,
+            ));
             s.output = Some(output);
             state.succeeded_order.push(name.to_owned());
         }
-        StepCall::Fail { class, message, exit_code, summary } => {
+        StepCall::Fail {
+            class,
+            message,
+            exit_code,
+            summary,
+        } => {
             if s.status != StepStatus::Running {
                 return Err(invalid(format!("step `{name}` is not running")));
             }
@@ -369,13 +536,28 @@ pub fn step_call(
                 FailureClass::Timeout => ReasonCode::StepTimeout.as_str(),
                 _ => ReasonCode::StepFailed.as_str(),
             };
-            let error = StepError { class, reason: reason.to_owned(), message: message.clone(), exit_code };
+            let error = StepError {
+                class,
+                reason: reason.to_owned(),
+                message: message.clone(),
+                exit_code,
+            };
             match decide(&code_retry(), class, s.attempt, exit_code, random) {
                 RetryDecision::RetryAfter(delay) => {
                     s.status = StepStatus::RetryWait;
-                    s.due_at = Some(now_us.saturating_add(i64::try_from(delay).unwrap_or(0).saturating_mul(1000)));
+                    s.due_at = Some(
+                        now_us
+                            .saturating_add(i64::try_from(delay).unwrap_or(0).saturating_mul(1000)),
+                    );
                     retry_after_ms = Some(delay);
-                    write.journal.push(entry(Some(name), s.attempt, "failed", Some(reason), json!({"class": class, "message": message, "retry_in_ms": delay}), now));
+                    write.journal.push(entry(
+                        Some(name),
+                        s.attempt,
+                        "failed",
+                        Some(reason),
+                        json!({"class": class, "message": message, "retry_in_ms": delay}),
+                        now,
+                    ));
                 }
                 RetryDecision::DeadLetter => {
                     let id = DeadLetterId::generate();
@@ -395,14 +577,28 @@ pub fn step_call(
                         resolved_at: None,
                         resolved_by: None,
                     });
-                    write.journal.push(entry(Some(name), s.attempt, "blocked", Some(reason), json!({"class": class, "message": message}), now));
+                    write.journal.push(entry(
+                        Some(name),
+                        s.attempt,
+                        "blocked",
+                        Some(reason),
+                        json!({"class": class, "message": message}),
+                        now,
+                    ));
                     run.status = RunStatus::Blocked;
                     run.reason = Some(reason.to_owned());
                 }
                 RetryDecision::GiveUp => {
                     s.status = StepStatus::Failed;
                     s.completed_at = Some(now_us);
-                    write.journal.push(entry(Some(name), s.attempt, "failed", Some(reason), json!({"class": class, "message": message, "final": true}), now));
+                    write.journal.push(entry(
+                        Some(name),
+                        s.attempt,
+                        "failed",
+                        Some(reason),
+                        json!({"class": class, "message": message, "final": true}),
+                        now,
+                    ));
                 }
             }
             s.error = Some(error);

@@ -276,7 +276,7 @@ impl Engine {
         {
             return Ok(Arc::clone(def));
         }
-        let def = crate::definition::parse(&stored.document).map_err(|e| e.to_string())?;
+        let def = crate::definition::from_stored(&stored.document).map_err(|e| e.to_string())?;
         let def = Arc::new(def);
         if let Ok(mut cache) = self.inner.definitions.lock() {
             cache.insert(key, Arc::clone(&def));

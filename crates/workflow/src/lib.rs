@@ -13,8 +13,10 @@ pub mod retry;
 pub mod state;
 pub mod template;
 
+pub use engine::{
+    Engine, EngineError, EngineOptions, Heartbeat, StartRun, StepRequest, StepRunner,
+};
 pub use model::{
     Definition, FailureClass, RetryPolicies, RetryPolicy, SessionTemplate, Step, StepAction,
 };
-pub use engine::{Engine, EngineError, EngineOptions, Heartbeat, StartRun, StepRequest, StepRunner};
 pub use state::{Outcome, RunState, StepError, StepStatus};

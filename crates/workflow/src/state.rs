@@ -327,10 +327,11 @@ pub fn advance(
             .steps
             .values()
             .any(|s| s.status == StepStatus::Blocked);
-        let running = state.steps.values().any(|s| {
-            matches!(s.status, StepStatus::Running | StepStatus::RetryWait)
-                || (s.status == StepStatus::Pending && !state.paused)
-        });
+        // Progress without outside help: attempts in flight or waiting to retry.
+        let running = state
+            .steps
+            .values()
+            .any(|s| matches!(s.status, StepStatus::Running | StepStatus::RetryWait));
         run.status = if state.paused {
             RunStatus::Paused
         } else if blocked && !running {

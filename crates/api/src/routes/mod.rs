@@ -107,7 +107,10 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(artifacts::list_releases))
         .routes(routes!(artifacts::get_release))
         .routes(routes!(artifacts::download_release))
-        .routes(routes!(workflows::put_definition, workflows::list_definitions))
+        .routes(routes!(
+            workflows::put_definition,
+            workflows::list_definitions
+        ))
         .routes(routes!(workflows::get_definition))
         .routes(routes!(workflows::start_run, workflows::list_runs))
         .routes(routes!(workflows::get_run))
@@ -123,7 +126,10 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::get_dead_letter))
         .routes(routes!(workflows::redrive))
         .routes(routes!(workflows::discard))
-        .routes(routes!(workflows::create_schedule, workflows::list_schedules))
+        .routes(routes!(
+            workflows::create_schedule,
+            workflows::list_schedules
+        ))
         .routes(routes!(workflows::delete_schedule))
         // Uploads may be larger than other request bodies.
         .merge(

@@ -11,16 +11,16 @@ use cordon_core::{
 };
 use cordon_policy::{Action, Resource};
 use cordon_store::StoreError;
-use cordon_workflow::commands::{Command, CommandError, StepCall, StepReply};
-use cordon_workflow::state::{ApprovalDecision, RunState, StepError, StepState};
-use cordon_workflow::{Engine, FailureClass, StartRun};
+use cordon_wire::ErrorBody;
 use cordon_wire::workflow::{
     ApproveRequest, CancelRunRequest, CreateScheduleRequest, DeadLetterBody, DeadLetterList,
     DefinitionBody, DefinitionList, FinishRunRequest, JournalEntryBody, JournalList,
     PutDefinitionRequest, RunBody, RunList, ScheduleBody, ScheduleList, SendEventRequest,
     StartRunRequest, StepBody, StepCallRequest, StepErrorBody, StepReplyBody,
 };
-use cordon_wire::ErrorBody;
+use cordon_workflow::commands::{Command, CommandError, StepCall, StepReply};
+use cordon_workflow::state::{ApprovalDecision, RunState, StepError, StepState};
+use cordon_workflow::{Engine, FailureClass, StartRun};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::IntoParams;
@@ -191,11 +191,13 @@ async fn load_run(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Run>
 /// Applies an operator command to a run and wakes the engine.
 async fn command(state: &AppState, caller: &Caller, run: &Run, command: Command) -> ApiResult<Run> {
     let change: cordon_store::RunChange = Box::new(move |run: &mut Run| {
-        cordon_workflow::commands::apply(run, command, Timestamp::now()).map_err(|e| {
-            StoreError::RunConflict(e.message)
-        })
+        cordon_workflow::commands::apply(run, command, Timestamp::now())
+            .map_err(|e| StoreError::RunConflict(e.message))
     });
-    let (run, _) = state.store().update_run(caller.tenant_id(), run.id, change).await?;
+    let (run, _) = state
+        .store()
+        .update_run(caller.tenant_id(), run.id, change)
+        .await?;
     if let Some(engine) = state.engine() {
         engine.kick(run.id);
     }
@@ -203,7 +205,11 @@ async fn command(state: &AppState, caller: &Caller, run: &Run, command: Command)
 }
 
 /// Resolves a workflow reference: a digest, or the newest definition of a name.
-async fn find_definition(state: &AppState, caller: &Caller, reference: &str) -> ApiResult<WorkflowDefinition> {
+async fn find_definition(
+    state: &AppState,
+    caller: &Caller,
+    reference: &str,
+) -> ApiResult<WorkflowDefinition> {
     let store = state.store();
     if reference.starts_with("sha256:") {
         return store
@@ -266,7 +272,10 @@ pub(crate) async fn list_definitions(
     caller: Caller,
 ) -> ApiResult<axum::Json<DefinitionList>> {
     tenant_action(&state, &caller, Action::WorkflowRead)?;
-    let items = state.store().list_workflow_definitions(caller.tenant_id()).await?;
+    let items = state
+        .store()
+        .list_workflow_definitions(caller.tenant_id())
+        .await?;
     Ok(axum::Json(DefinitionList {
         items: items.iter().map(definition_body).collect(),
     }))
@@ -318,7 +327,9 @@ pub(crate) async fn start_run(
     };
     let session_id = match &request.session_id {
         Some(text) => {
-            let session = super::sessions::authorized_session(&state, &caller, text, Action::SessionExec).await?;
+            let session =
+                super::sessions::authorized_session(&state, &caller, text, Action::SessionExec)
+                    .await?;
             Some(session.id)
         }
         None => None,
@@ -327,7 +338,10 @@ pub(crate) async fn start_run(
         Some(text) => {
             let ms = cordon_workflow::definition::parse_duration(text)
                 .map_err(|e| ApiError::validation(format!("deadline: {e}")))?;
-            Some(Timestamp::now().saturating_add_micros(i64::try_from(ms).unwrap_or(i64::MAX / 1000) * 1000))
+            Some(
+                Timestamp::now()
+                    .saturating_add_micros(i64::try_from(ms).unwrap_or(i64::MAX / 1000) * 1000),
+            )
         }
         None => None,
     };
@@ -340,13 +354,23 @@ pub(crate) async fn start_run(
         definition,
         name: request.name.clone(),
         session_id,
-        input: request.input.clone().unwrap_or(Value::Object(Default::default())),
+        input: request
+            .input
+            .clone()
+            .unwrap_or(Value::Object(Default::default())),
         idempotency_key: key,
         principal: caller.actor(),
         deadline,
     };
-    let (run, created) = engine.start(start).await.map_err(|e| ApiError::new(e.reason(), e.to_string()))?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let (run, created) = engine
+        .start(start)
+        .await
+        .map_err(|e| ApiError::new(e.reason(), e.to_string()))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(run_body(&run))))
 }
 
@@ -376,16 +400,46 @@ pub(crate) async fn list_runs(
 ) -> ApiResult<axum::Json<RunList>> {
     tenant_action(&state, &caller, Action::RunRead)?;
     let limit = validate::limit(query.limit)?;
-    let invalid = |what: &str| ApiError::new(ReasonCode::RequestQueryInvalid, format!("`{what}` is not valid"));
+    let invalid = |what: &str| {
+        ApiError::new(
+            ReasonCode::RequestQueryInvalid,
+            format!("`{what}` is not valid"),
+        )
+    };
     let filter = RunFilter {
-        status: query.status.as_deref().map(|s| s.parse::<RunStatus>()).transpose().map_err(|_| invalid("status"))?,
+        status: query
+            .status
+            .as_deref()
+            .map(|s| s.parse::<RunStatus>())
+            .transpose()
+            .map_err(|_| invalid("status"))?,
         name: query.name.clone(),
         definition: query.definition.clone(),
-        session_id: query.session_id.as_deref().map(|s| s.parse::<SessionId>()).transpose().map_err(|_| invalid("session_id"))?,
-        after: query.after.as_deref().map(|s| s.parse::<RunId>()).transpose().map_err(|_| ApiError::new(ReasonCode::CursorInvalid, "`after` is not a cursor this server issued"))?,
+        session_id: query
+            .session_id
+            .as_deref()
+            .map(|s| s.parse::<SessionId>())
+            .transpose()
+            .map_err(|_| invalid("session_id"))?,
+        after: query
+            .after
+            .as_deref()
+            .map(|s| s.parse::<RunId>())
+            .transpose()
+            .map_err(|_| {
+                ApiError::new(
+                    ReasonCode::CursorInvalid,
+                    "`after` is not a cursor this server issued",
+                )
+            })?,
     };
-    let runs = state.store().list_runs(caller.tenant_id(), &filter, limit).await?;
-    let next = (runs.len() == limit as usize).then(|| runs.last().map(|r| r.id.to_string())).flatten();
+    let runs = state
+        .store()
+        .list_runs(caller.tenant_id(), &filter, limit)
+        .await?;
+    let next = (runs.len() == limit as usize)
+        .then(|| runs.last().map(|r| r.id.to_string()))
+        .flatten();
     let agent = caller.key.role == Role::Agent && !caller.key.system;
     let items = runs
         .iter()
@@ -455,7 +509,16 @@ pub(crate) async fn cancel_run(
 ) -> ApiResult<axum::Json<RunBody>> {
     tenant_action(&state, &caller, Action::RunControl)?;
     let run = load_run(&state, &caller, &id).await?;
-    let run = command(&state, &caller, &run, Command::Cancel { by: caller.actor(), reason: request.reason }).await?;
+    let run = command(
+        &state,
+        &caller,
+        &run,
+        Command::Cancel {
+            by: caller.actor(),
+            reason: request.reason,
+        },
+    )
+    .await?;
     Ok(axum::Json(run_body(&run)))
 }
 
@@ -487,7 +550,13 @@ pub(crate) async fn resume_run(
 ) -> ApiResult<axum::Json<RunBody>> {
     tenant_action(&state, &caller, Action::RunControl)?;
     let run = load_run(&state, &caller, &id).await?;
-    let run = command(&state, &caller, &run, Command::Unpause { by: caller.actor() }).await?;
+    let run = command(
+        &state,
+        &caller,
+        &run,
+        Command::Unpause { by: caller.actor() },
+    )
+    .await?;
     Ok(axum::Json(run_body(&run)))
 }
 
@@ -557,7 +626,11 @@ pub(crate) async fn finish_run(
     let succeeded = match request.status.as_str() {
         "succeeded" => true,
         "failed" => false,
-        _ => return Err(ApiError::validation("`status` must be `succeeded` or `failed`")),
+        _ => {
+            return Err(ApiError::validation(
+                "`status` must be `succeeded` or `failed`",
+            ));
+        }
     };
     let run = load_run(&state, &caller, &id).await?;
     let cmd = Command::Finish {
@@ -604,7 +677,11 @@ pub(crate) async fn step_call(
                 "capacity" => FailureClass::Capacity,
                 "policy" => FailureClass::Policy,
                 "error" => FailureClass::Error,
-                other => return Err(ApiError::validation(format!("`{other}` is not a failure class"))),
+                other => {
+                    return Err(ApiError::validation(format!(
+                        "`{other}` is not a failure class"
+                    )));
+                }
             },
             message: request.message.unwrap_or_default(),
             exit_code: request.exit_code,
@@ -622,7 +699,13 @@ pub(crate) async fn step_call(
     let failure = std::sync::Arc::new(std::sync::Mutex::new(None::<CommandError>));
     let failure_in = std::sync::Arc::clone(&failure);
     let change: cordon_store::RunChange = Box::new(move |run: &mut Run| {
-        match cordon_workflow::commands::step_call(run, &step, call, Timestamp::now(), rand::random::<f64>()) {
+        match cordon_workflow::commands::step_call(
+            run,
+            &step,
+            call,
+            Timestamp::now(),
+            rand::random::<f64>(),
+        ) {
             Ok((write, answer)) => {
                 if let Ok(mut slot) = reply_in.lock() {
                     *slot = Some(answer);
@@ -638,7 +721,11 @@ pub(crate) async fn step_call(
             }
         }
     });
-    match state.store().update_run(caller.tenant_id(), run.id, change).await {
+    match state
+        .store()
+        .update_run(caller.tenant_id(), run.id, change)
+        .await
+    {
         Ok(_) => {}
         Err(StoreError::RunConflict(message)) => {
             let error = failure.lock().ok().and_then(|mut f| f.take());
@@ -691,24 +778,44 @@ pub(crate) async fn list_dead_letters(
 ) -> ApiResult<axum::Json<DeadLetterList>> {
     tenant_action(&state, &caller, Action::RunRead)?;
     let limit = validate::limit(query.limit)?;
-    let invalid = |what: &str| ApiError::new(ReasonCode::RequestQueryInvalid, format!("`{what}` is not valid"));
+    let invalid = |what: &str| {
+        ApiError::new(
+            ReasonCode::RequestQueryInvalid,
+            format!("`{what}` is not valid"),
+        )
+    };
     let status = match query.status.as_deref() {
         None => Some(DeadLetterStatus::Open),
         Some("all") => None,
-        Some(text) => Some(text.parse::<DeadLetterStatus>().map_err(|_| invalid("status"))?),
+        Some(text) => Some(
+            text.parse::<DeadLetterStatus>()
+                .map_err(|_| invalid("status"))?,
+        ),
     };
-    let run_id = query.run_id.as_deref().map(|s| s.parse::<RunId>()).transpose().map_err(|_| invalid("run_id"))?;
+    let run_id = query
+        .run_id
+        .as_deref()
+        .map(|s| s.parse::<RunId>())
+        .transpose()
+        .map_err(|_| invalid("run_id"))?;
     let after = query
         .after
         .as_deref()
         .map(|s| s.parse::<DeadLetterId>())
         .transpose()
-        .map_err(|_| ApiError::new(ReasonCode::CursorInvalid, "`after` is not a cursor this server issued"))?;
+        .map_err(|_| {
+            ApiError::new(
+                ReasonCode::CursorInvalid,
+                "`after` is not a cursor this server issued",
+            )
+        })?;
     let items = state
         .store()
         .list_dead_letters(caller.tenant_id(), status, run_id, after, limit)
         .await?;
-    let next = (items.len() == limit as usize).then(|| items.last().map(|d| d.id.to_string())).flatten();
+    let next = (items.len() == limit as usize)
+        .then(|| items.last().map(|d| d.id.to_string()))
+        .flatten();
     Ok(axum::Json(DeadLetterList {
         items: items.into_iter().map(dead_letter_body).collect(),
         next,
@@ -734,7 +841,9 @@ pub(crate) async fn get_dead_letter(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DeadLetterBody>> {
     tenant_action(&state, &caller, Action::RunRead)?;
-    Ok(axum::Json(dead_letter_body(load_dead_letter(&state, &caller, &id).await?)))
+    Ok(axum::Json(dead_letter_body(
+        load_dead_letter(&state, &caller, &id).await?,
+    )))
 }
 
 /// Redrive a dead letter (after a policy change): its step is tried again at once.
@@ -763,7 +872,12 @@ pub(crate) async fn discard(
     resolve(state, caller, id, false).await
 }
 
-async fn resolve(state: AppState, caller: Caller, id: String, redrive: bool) -> ApiResult<axum::Json<DeadLetterBody>> {
+async fn resolve(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    redrive: bool,
+) -> ApiResult<axum::Json<DeadLetterBody>> {
     tenant_action(&state, &caller, Action::DlqManage)?;
     let entry = load_dead_letter(&state, &caller, &id).await?;
     if entry.status != DeadLetterStatus::Open {
@@ -778,12 +892,22 @@ async fn resolve(state: AppState, caller: Caller, id: String, redrive: bool) -> 
         .await?
         .ok_or_else(|| ApiError::not_found("run"))?;
     let cmd = if redrive {
-        Command::Redrive { dead_letter: entry.id, step: entry.step.clone(), by: caller.actor() }
+        Command::Redrive {
+            dead_letter: entry.id,
+            step: entry.step.clone(),
+            by: caller.actor(),
+        }
     } else {
-        Command::Discard { dead_letter: entry.id, step: entry.step.clone(), by: caller.actor() }
+        Command::Discard {
+            dead_letter: entry.id,
+            step: entry.step.clone(),
+            by: caller.actor(),
+        }
     };
     command(&state, &caller, &run, cmd).await?;
-    Ok(axum::Json(dead_letter_body(load_dead_letter(&state, &caller, &id).await?)))
+    Ok(axum::Json(dead_letter_body(
+        load_dead_letter(&state, &caller, &id).await?,
+    )))
 }
 
 /// Create a cron schedule: it starts a run of the workflow at each matching minute (UTC).
@@ -800,15 +924,21 @@ pub(crate) async fn create_schedule(
         .map_err(|e| ApiError::new(ReasonCode::WorkflowInvalid, format!("cron: {e}")))?;
     let def = find_definition(&state, &caller, &request.workflow).await?;
     let now = Timestamp::now();
-    let next = cron
-        .next_after(now)
-        .ok_or_else(|| ApiError::new(ReasonCode::WorkflowInvalid, "cron: the expression never matches"))?;
+    let next = cron.next_after(now).ok_or_else(|| {
+        ApiError::new(
+            ReasonCode::WorkflowInvalid,
+            "cron: the expression never matches",
+        )
+    })?;
     let schedule = Schedule {
         id: ScheduleId::generate(),
         tenant_id: caller.tenant_id(),
         definition: def.digest,
         cron: request.cron,
-        input: request.input.unwrap_or(Value::Object(Default::default())).to_string(),
+        input: request
+            .input
+            .unwrap_or(Value::Object(Default::default()))
+            .to_string(),
         next_fire_at: next,
         created_by: caller.actor(),
         created_at: now,
@@ -842,6 +972,9 @@ pub(crate) async fn delete_schedule(
 ) -> ApiResult<StatusCode> {
     tenant_action(&state, &caller, Action::ScheduleManage)?;
     let id = parse_id::<ScheduleId>(&id, "schedule")?;
-    state.store().delete_schedule(caller.tenant_id(), id).await?;
+    state
+        .store()
+        .delete_schedule(caller.tenant_id(), id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
