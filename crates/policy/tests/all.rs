@@ -434,6 +434,17 @@ fn default_policies_decide_each_role() {
         ("agent evidence.read", &agent, Action::EvidenceRead),
         ("auditor evidence.read", &auditor, Action::EvidenceRead),
         ("agent release.read", &agent, Action::ReleaseRead),
+        ("agent run.start", &agent, Action::RunStart),
+        ("agent run.step", &agent, Action::RunStep),
+        ("agent run.control", &agent, Action::RunControl),
+        ("agent run.approve", &agent, Action::RunApprove),
+        ("agent dlq.manage", &agent, Action::DlqManage),
+        ("operator run.approve", &operator, Action::RunApprove),
+        ("operator dlq.manage", &operator, Action::DlqManage),
+        ("admin schedule.manage", &admin, Action::ScheduleManage),
+        ("auditor run.read", &auditor, Action::RunRead),
+        ("auditor run.control", &auditor, Action::RunControl),
+        ("auditor workflow.define", &auditor, Action::WorkflowDefine),
     ];
     for (label, who, action) in tenant_artifact_rows {
         row(label, check(&engine, who, action, own));
@@ -499,7 +510,18 @@ auditor versions.read                        allow
 auditor promote                              deny ["auditor-read-only"]
 agent evidence.read                          deny ["agent-no-evidence-access"]
 auditor evidence.read                        allow
-agent release.read                           allow"#;
+agent release.read                           allow
+agent run.start                              allow
+agent run.step                               allow
+agent run.control                            deny ["agents-cannot-operate-runs"]
+agent run.approve                            deny ["agents-cannot-operate-runs"]
+agent dlq.manage                             deny ["agents-cannot-operate-runs"]
+operator run.approve                         allow
+operator dlq.manage                          allow
+admin schedule.manage                        allow
+auditor run.read                             allow
+auditor run.control                          deny ["auditor-read-only"]
+auditor workflow.define                      deny ["auditor-read-only"]"#;
     assert_eq!(table.join("\n"), expected);
 }
 

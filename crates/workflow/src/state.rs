@@ -639,11 +639,7 @@ fn advance_waiting(
     let attempt = s.attempt;
     let due = s.due_at.is_some_and(|d| d <= now_us);
     match &step.action {
-        StepAction::Sleep { .. } => {
-            if due {
-                succeed(state, &step.name, Value::Null, now, out);
-            }
-        }
+        StepAction::Sleep { .. } if due => succeed(state, &step.name, Value::Null, now, out),
         StepAction::WaitForEvent { event, .. } => {
             let payload = state.events.get_mut(event).and_then(|queue| {
                 if queue.is_empty() {
