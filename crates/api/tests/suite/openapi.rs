@@ -16,6 +16,12 @@ backend_tests!(
 
 /// The routes the API v1 must have, as (method, path) in the document's spelling.
 const REQUIRED: &[(&str, &str)] = &[
+    ("post", "/v1/workflows"),
+    ("post", "/v1/runs"),
+    ("get", "/v1/runs/{id}"),
+    ("post", "/v1/runs/{id}/steps/{step}"),
+    ("get", "/v1/dlq"),
+    ("post", "/v1/dlq/{id}/redrive"),
     ("post", "/v1/tenants"),
     ("get", "/v1/tenants"),
     ("get", "/v1/tenants/{id}"),
@@ -122,6 +128,8 @@ async fn call(client: &Client, method: &str, path: &str) -> Reply {
         .replace("{pid}", "1")
         .replace("{vid}", "ver_made_up_0")
         .replace("{index}", "0")
+        .replace("{reference}", "some-workflow")
+        .replace("{step}", "some-step")
         .replace("{path}", "some/file.txt");
     assert!(!filled.contains('{'), "unfilled path parameter in {path}");
     let request = client.request(method.clone(), &filled);
