@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "artifacts",
         sql: include_str!("../migrations/0004_artifacts.sql"),
     },
+    Migration {
+        version: 5,
+        name: "workflows",
+        sql: include_str!("../migrations/0005_workflows.sql"),
+    },
 ];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations between nodes
@@ -125,7 +130,7 @@ fn redact_password(url: &str) -> Cow<'_, str> {
 /// The PostgreSQL store. Cheap to clone: clones share one connection pool.
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -171,14 +176,14 @@ fn is_transient(code: &str) -> bool {
         )
 }
 
-fn violates(error: &sqlx::Error, kind: ErrorKind) -> bool {
+pub(crate) fn violates(error: &sqlx::Error, kind: ErrorKind) -> bool {
     error
         .as_database_error()
         .is_some_and(|database| database.kind() == kind)
 }
 
 /// A foreign-key violation means the tenant (or session) the row points at is missing.
-fn sql_or_not_found(error: sqlx::Error) -> StoreError {
+pub(crate) fn sql_or_not_found(error: sqlx::Error) -> StoreError {
     if violates(&error, ErrorKind::ForeignKeyViolation) {
         StoreError::NotFound
     } else {
@@ -352,7 +357,7 @@ fn decision_lock_key(tenant: TenantId) -> i64 {
 }
 
 /// A count or size kept in a `BIGINT`, saturating (no real value comes close).
-fn signed(value: u64) -> i64 {
+pub(crate) fn signed(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
