@@ -122,7 +122,12 @@ impl ControlRunner {
                 "the run has no session",
             ));
         };
-        match self.control.store().get_session(request.tenant_id, id).await {
+        match self
+            .control
+            .store()
+            .get_session(request.tenant_id, id)
+            .await
+        {
             Ok(Some(session)) => Ok(session),
             Ok(None) => Err(failure(
                 FailureClass::Error,
@@ -149,7 +154,10 @@ impl ControlRunner {
                     &session,
                     SessionAction::Resume,
                     &request.principal,
-                    Some(format!("workflow run {} step {}", request.run_id, request.step)),
+                    Some(format!(
+                        "workflow run {} step {}",
+                        request.run_id, request.step
+                    )),
                 )
                 .await
                 .map_err(|e| control_failure(&e)),
@@ -181,7 +189,12 @@ impl ControlRunner {
         let why = Some(format!("workflow run {}: sandbox lost", request.run_id));
         match self
             .control
-            .transition(session, SessionAction::Suspend, &request.principal, why.clone())
+            .transition(
+                session,
+                SessionAction::Suspend,
+                &request.principal,
+                why.clone(),
+            )
             .await
         {
             Ok(suspended) => {
@@ -212,7 +225,10 @@ impl ControlRunner {
             Err(outcome) => return outcome,
         };
         let summary = json!({"kind": "exec", "argv": argv});
-        if let Err(outcome) = self.authorize(request, "exec", &session, summary.clone()).await {
+        if let Err(outcome) = self
+            .authorize(request, "exec", &session, summary.clone())
+            .await
+        {
             return outcome;
         }
         let Some(sandboxes) = self.control.sandboxes().cloned() else {
@@ -229,16 +245,20 @@ impl ControlRunner {
         if let Some(ws) = &workspace {
             let _ = ws.write(&beat_path, b"", Some(0o666));
         }
-        let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        vars.push(("CORDON_IDEMPOTENCY_KEY".into(), request.idempotency_key.clone()));
+        let mut vars: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.push((
+            "CORDON_IDEMPOTENCY_KEY".into(),
+            request.idempotency_key.clone(),
+        ));
         vars.push(("CORDON_RUN_ID".into(), request.run_id.to_string()));
         vars.push(("CORDON_STEP".into(), request.step.clone()));
         vars.push(("CORDON_ATTEMPT".into(), request.attempt.to_string()));
-        vars.push(("CORDON_HEARTBEAT_FILE".into(), format!("/workspace/{beat_path}")));
-        let mut denials = self
-            .control
-            .egress()
-            .map(|e| e.gateway.subscribe_denials());
+        vars.push((
+            "CORDON_HEARTBEAT_FILE".into(),
+            format!("/workspace/{beat_path}"),
+        ));
+        let mut denials = self.control.egress().map(|e| e.gateway.subscribe_denials());
         let exec = ExecRequest {
             argv: argv.to_vec(),
             env: vars,
@@ -368,7 +388,11 @@ impl ControlRunner {
                 class,
                 reason: reason.as_str().to_owned(),
                 message: outcome.message.clone().unwrap_or_else(|| {
-                    format!("the command exited with {}: {}", outcome.exit_code, tail(&stderr))
+                    format!(
+                        "the command exited with {}: {}",
+                        outcome.exit_code,
+                        tail(&stderr)
+                    )
                 }),
                 exit_code: Some(outcome.exit_code),
             },
@@ -389,7 +413,10 @@ impl ControlRunner {
             Err(outcome) => return outcome,
         };
         let summary = json!({"kind": "http", "method": method, "url": strip_query(url)});
-        if let Err(outcome) = self.authorize(request, "http", &session, summary.clone()).await {
+        if let Err(outcome) = self
+            .authorize(request, "http", &session, summary.clone())
+            .await
+        {
             return outcome;
         }
         let Some(egress) = self.control.egress() else {
@@ -433,14 +460,20 @@ impl ControlRunner {
             session_id: session.id,
         };
         let serve = tokio::spawn(async move {
-            gateway.serve_connection(key, Box::new(server), Entry::Proxy).await;
+            gateway
+                .serve_connection(key, Box::new(server), Entry::Proxy)
+                .await;
         });
         let result = exchange(client, head.into_bytes(), body).await;
         serve.abort();
         let (status, response_headers, response_body) = match result {
             Ok(parts) => parts,
             Err(message) => {
-                return failure(FailureClass::Error, ReasonCode::EgressUpstreamFailed, message);
+                return failure(
+                    FailureClass::Error,
+                    ReasonCode::EgressUpstreamFailed,
+                    message,
+                );
             }
         };
         let header = |name: &str| {
@@ -470,7 +503,11 @@ impl ControlRunner {
         if let Some(reason) = header(cordon_egress::gateway::REASON_HEADER)
             && status >= 500
         {
-            return failure(FailureClass::Error, reason_or(&reason), format!("the egress gateway answered {status}: {reason}"));
+            return failure(
+                FailureClass::Error,
+                reason_or(&reason),
+                format!("the egress gateway answered {status}: {reason}"),
+            );
         }
         let output = json!({
             "status": status,
@@ -544,8 +581,8 @@ async fn exchange(
     let response = cordon_egress::http::read_response(&mut reader)
         .await
         .map_err(|e| e.to_string())?;
-    let framing = cordon_egress::http::response_framing("GET", &response)
-        .map_err(|e| e.to_string())?;
+    let framing =
+        cordon_egress::http::response_framing("GET", &response).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     let mut limited = (&mut reader).take(HTTP_BODY_LIMIT as u64 * 2);
     limited
@@ -566,7 +603,12 @@ async fn exchange(
     let headers = response
         .headers
         .iter()
-        .map(|h| (h.name.clone(), String::from_utf8_lossy(&h.value).into_owned()))
+        .map(|h| {
+            (
+                h.name.clone(),
+                String::from_utf8_lossy(&h.value).into_owned(),
+            )
+        })
         .collect();
     Ok((response.status, headers, body))
 }
@@ -599,21 +641,30 @@ impl StepRunner for ControlRunner {
     async fn run(&self, request: StepRequest, heartbeat: Heartbeat) -> Outcome {
         match request.action.clone() {
             StepAction::Exec { argv, env, cwd } => {
-                self.exec(&request, &heartbeat, &argv, &env, cwd.as_ref()).await
+                self.exec(&request, &heartbeat, &argv, &env, cwd.as_ref())
+                    .await
             }
             StepAction::Http {
                 method,
                 url,
                 headers,
                 body,
-            } => self.http(&request, &method, &url, &headers, body.as_ref()).await,
+            } => {
+                self.http(&request, &method, &url, &headers, body.as_ref())
+                    .await
+            }
             StepAction::Checkpoint { summary } => {
                 let session = match self.session(&request).await {
                     Ok(s) => s,
                     Err(outcome) => return outcome,
                 };
                 if let Err(o) = self
-                    .authorize(&request, "checkpoint", &session, json!({"kind": "checkpoint"}))
+                    .authorize(
+                        &request,
+                        "checkpoint",
+                        &session,
+                        json!({"kind": "checkpoint"}),
+                    )
                     .await
                 {
                     return o;
@@ -626,13 +677,22 @@ impl StepRunner for ControlRunner {
                 } else {
                     session
                 };
-                let summary = summary.unwrap_or_else(|| format!("workflow run {} step {}", request.run_id, request.step));
+                let summary = summary.unwrap_or_else(|| {
+                    format!("workflow run {} step {}", request.run_id, request.step)
+                });
                 match self
                     .control
-                    .checkpoint(&session, summary, &request.principal, Some(format!("workflow run {}", request.run_id)))
+                    .checkpoint(
+                        &session,
+                        summary,
+                        &request.principal,
+                        Some(format!("workflow run {}", request.run_id)),
+                    )
                     .await
                 {
-                    Ok((_, version)) => Outcome::Succeeded(json!({"version": version.map(|v| v.id.to_string())})),
+                    Ok((_, version)) => {
+                        Outcome::Succeeded(json!({"version": version.map(|v| v.id.to_string())}))
+                    }
                     Err(error) => control_failure(&error),
                 }
             }
@@ -642,7 +702,12 @@ impl StepRunner for ControlRunner {
                     Err(o) => return o,
                 };
                 if let Err(o) = self
-                    .authorize(&request, "restore", &session, json!({"kind": "restore", "version": version}))
+                    .authorize(
+                        &request,
+                        "restore",
+                        &session,
+                        json!({"kind": "restore", "version": version}),
+                    )
                     .await
                 {
                     return o;
@@ -655,18 +720,30 @@ impl StepRunner for ControlRunner {
                             .await
                             .map(|v| v.filter(|v| v.session_id == session.id)),
                         Err(_) => {
-                            return failure(FailureClass::Error, ReasonCode::VersionNotFound, format!("`{v}` is not a version id"));
+                            return failure(
+                                FailureClass::Error,
+                                ReasonCode::VersionNotFound,
+                                format!("`{v}` is not a version id"),
+                            );
                         }
                     },
                     None => store.head_version(request.tenant_id, session.id).await,
                 };
                 match found {
-                    Ok(Some(v)) => match self.control.restore(&session, &v, &request.principal).await {
-                        Ok(_) => Outcome::Succeeded(json!({"version": v.id.to_string()})),
-                        Err(error) => control_failure(&error),
-                    },
-                    Ok(None) => failure(FailureClass::Error, ReasonCode::VersionNotFound, "the session has no such version"),
-                    Err(error) => failure(FailureClass::Capacity, error.reason(), error.to_string()),
+                    Ok(Some(v)) => {
+                        match self.control.restore(&session, &v, &request.principal).await {
+                            Ok(_) => Outcome::Succeeded(json!({"version": v.id.to_string()})),
+                            Err(error) => control_failure(&error),
+                        }
+                    }
+                    Ok(None) => failure(
+                        FailureClass::Error,
+                        ReasonCode::VersionNotFound,
+                        "the session has no such version",
+                    ),
+                    Err(error) => {
+                        failure(FailureClass::Capacity, error.reason(), error.to_string())
+                    }
                 }
             }
             StepAction::Transition { action } => {
@@ -675,26 +752,45 @@ impl StepRunner for ControlRunner {
                     Err(o) => return o,
                 };
                 let Some(to) = session_action(&action) else {
-                    return failure(FailureClass::Error, ReasonCode::StepFailed, format!("`{action}` is not a lifecycle action"));
+                    return failure(
+                        FailureClass::Error,
+                        ReasonCode::StepFailed,
+                        format!("`{action}` is not a lifecycle action"),
+                    );
                 };
                 if let Err(o) = self
-                    .authorize(&request, &format!("transition:{action}"), &session, json!({"kind": "transition", "action": action}))
+                    .authorize(
+                        &request,
+                        &format!("transition:{action}"),
+                        &session,
+                        json!({"kind": "transition", "action": action}),
+                    )
                     .await
                 {
                     return o;
                 }
                 // Already there (a retry after the transition landed): done.
                 if session.phase.apply(to).is_err()
-                    && matches!((session.phase, to), (Phase::Active, SessionAction::Activate | SessionAction::Resume)
-                        | (Phase::Suspended, SessionAction::Suspend)
-                        | (Phase::Closed, SessionAction::Close)
-                        | (Phase::Checkpointed, SessionAction::Checkpoint))
+                    && matches!(
+                        (session.phase, to),
+                        (
+                            Phase::Active,
+                            SessionAction::Activate | SessionAction::Resume
+                        ) | (Phase::Suspended, SessionAction::Suspend)
+                            | (Phase::Closed, SessionAction::Close)
+                            | (Phase::Checkpointed, SessionAction::Checkpoint)
+                    )
                 {
                     return Outcome::Succeeded(json!({"phase": session.phase.as_str()}));
                 }
                 match self
                     .control
-                    .transition(&session, to, &request.principal, Some(format!("workflow run {}", request.run_id)))
+                    .transition(
+                        &session,
+                        to,
+                        &request.principal,
+                        Some(format!("workflow run {}", request.run_id)),
+                    )
                     .await
                 {
                     Ok(s) => Outcome::Succeeded(json!({"phase": s.phase.as_str()})),
@@ -707,22 +803,38 @@ impl StepRunner for ControlRunner {
                     Err(o) => return o,
                 };
                 if let Err(o) = self
-                    .authorize(&request, "promote", &session, json!({"kind": "promote", "name": name}))
+                    .authorize(
+                        &request,
+                        "promote",
+                        &session,
+                        json!({"kind": "promote", "name": name}),
+                    )
                     .await
                 {
                     return o;
                 }
                 let store = self.control.store();
                 // A retry after the release landed finds it by name.
-                if let Ok(Some(existing)) = store.get_release_by_name(request.tenant_id, &name).await
+                if let Ok(Some(existing)) =
+                    store.get_release_by_name(request.tenant_id, &name).await
                     && existing.session_id == session.id
                 {
-                    return Outcome::Succeeded(json!({"release": existing.id.to_string(), "name": name}));
+                    return Outcome::Succeeded(
+                        json!({"release": existing.id.to_string(), "name": name}),
+                    );
                 }
                 let version = match store.head_version(request.tenant_id, session.id).await {
                     Ok(Some(v)) => v,
-                    Ok(None) => return failure(FailureClass::Error, ReasonCode::VersionNotFound, "the session has no version to promote: checkpoint first"),
-                    Err(error) => return failure(FailureClass::Capacity, error.reason(), error.to_string()),
+                    Ok(None) => {
+                        return failure(
+                            FailureClass::Error,
+                            ReasonCode::VersionNotFound,
+                            "the session has no version to promote: checkpoint first",
+                        );
+                    }
+                    Err(error) => {
+                        return failure(FailureClass::Capacity, error.reason(), error.to_string());
+                    }
                 };
                 let policy_version = self.authorizer.policy_version();
                 let run = request.run_id.to_string();
@@ -734,12 +846,16 @@ impl StepRunner for ControlRunner {
                     workflow_run: Some(&run),
                 };
                 match self.control.promote(&session, &version, spec).await {
-                    Ok(release) => Outcome::Succeeded(json!({"release": release.id.to_string(), "name": name})),
+                    Ok(release) => {
+                        Outcome::Succeeded(json!({"release": release.id.to_string(), "name": name}))
+                    }
                     Err(error) => control_failure(&error),
                 }
             }
             StepAction::Noop { output } => Outcome::Succeeded(output.unwrap_or(Value::Null)),
-            StepAction::Sleep { .. } | StepAction::WaitForEvent { .. } | StepAction::Approval { .. } => failure(
+            StepAction::Sleep { .. }
+            | StepAction::WaitForEvent { .. }
+            | StepAction::Approval { .. } => failure(
                 FailureClass::Error,
                 ReasonCode::Internal,
                 "an engine-side step reached the runner",
@@ -761,7 +877,11 @@ impl StepRunner for ControlRunner {
             exit_code: None,
         };
         let owner: KeyId = principal.parse().map_err(|_| {
-            error(FailureClass::Error, ReasonCode::StepFailed, format!("`{principal}` is not a key id"))
+            error(
+                FailureClass::Error,
+                ReasonCode::StepFailed,
+                format!("`{principal}` is not a key id"),
+            )
         })?;
         self.authorizer
             .authorize(tenant_id, principal, "session.create", None)
@@ -778,17 +898,31 @@ impl StepRunner for ControlRunner {
             policy_version: self.authorizer.policy_version(),
         };
         let fail = |e: ControlError| error(FailureClass::Error, e.reason(), e.to_string());
-        let session = self.control.create_session(spec, principal).await.map_err(fail)?;
         let session = self
             .control
-            .transition(&session, SessionAction::Activate, principal, Some(format!("workflow run {run_id}")))
+            .create_session(spec, principal)
+            .await
+            .map_err(fail)?;
+        let session = self
+            .control
+            .transition(
+                &session,
+                SessionAction::Activate,
+                principal,
+                Some(format!("workflow run {run_id}")),
+            )
             .await
             .map_err(fail)?;
         Ok(session.id)
     }
 
     async fn close_session(&self, tenant_id: TenantId, session_id: SessionId, run: &Run) {
-        let Ok(Some(session)) = self.control.store().get_session(tenant_id, session_id).await else {
+        let Ok(Some(session)) = self
+            .control
+            .store()
+            .get_session(tenant_id, session_id)
+            .await
+        else {
             return;
         };
         if session.phase == Phase::Closed {

@@ -30,6 +30,7 @@ fn every_migration() -> Vec<(i64, String)> {
         (2, "idempotency_expiry".to_owned()),
         (3, "egress".to_owned()),
         (4, "artifacts".to_owned()),
+        (5, "workflows".to_owned()),
     ]
 }
 
