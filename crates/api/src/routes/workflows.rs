@@ -106,11 +106,15 @@ pub(crate) fn run_body(run: &Run) -> RunBody {
         input: json_text(&run.input),
         output: run.output.as_deref().map(json_text),
         paused: state.paused,
-        steps: state
-            .steps
-            .iter()
-            .map(|(name, s)| step_body(name, s, None))
-            .collect(),
+        steps: {
+            // In the order they first started (steps that never ran last, by name).
+            let mut steps: Vec<_> = state.steps.iter().collect();
+            steps.sort_by_key(|(name, s)| (s.first_started_at.unwrap_or(i64::MAX), name.as_str()));
+            steps
+                .into_iter()
+                .map(|(name, s)| step_body(name, s, None))
+                .collect()
+        },
         compensations: state
             .compensations
             .iter()
