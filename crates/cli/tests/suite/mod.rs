@@ -27,6 +27,7 @@ mod lifecycle;
 mod process;
 mod sandbox;
 mod tenancy;
+mod workflows;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_cordon");
