@@ -583,20 +583,30 @@ async fn exchange(
         .map_err(|e| e.to_string())?;
     let framing =
         cordon_egress::http::response_framing("GET", &response).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    let mut limited = (&mut reader).take(HTTP_BODY_LIMIT as u64 * 2);
-    limited
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Read exactly the framed body: the gateway keeps the connection open as long as
+    // the upstream does, so reading to the end would wait for the upstream's idle close.
+    let limit = HTTP_BODY_LIMIT as u64;
     let body = match framing {
-        cordon_egress::http::Framing::Chunked => dechunk(&raw)?,
         cordon_egress::http::Framing::Length(n) => {
-            raw.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+            let mut raw = Vec::new();
+            (&mut reader)
+                .take(n.min(limit))
+                .read_to_end(&mut raw)
+                .await
+                .map_err(|e| e.to_string())?;
             raw
         }
+        cordon_egress::http::Framing::Chunked => read_chunked(&mut reader, limit).await?,
         cordon_egress::http::Framing::None => Vec::new(),
-        cordon_egress::http::Framing::UntilClose => raw,
+        cordon_egress::http::Framing::UntilClose => {
+            let mut raw = Vec::new();
+            (&mut reader)
+                .take(limit)
+                .read_to_end(&mut raw)
+                .await
+                .map_err(|e| e.to_string())?;
+            raw
+        }
     };
     let mut body = body;
     body.truncate(HTTP_BODY_LIMIT);
@@ -613,26 +623,50 @@ async fn exchange(
     Ok((response.status, headers, body))
 }
 
-fn dechunk(raw: &[u8]) -> Result<Vec<u8>, String> {
+/// Reads a chunked body, keeping at most `limit` bytes of it.
+async fn read_chunked<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncBufReadExt;
     let mut out = Vec::new();
-    let mut rest = raw;
     loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunked body")?;
-        let size_text = String::from_utf8_lossy(&rest[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim().to_owned();
-        let size = usize::from_str_radix(&size_text, 16).map_err(|_| "bad chunk size")?;
-        rest = &rest[line_end + 2..];
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        let size = u64::from_str_radix(size_text, 16).map_err(|_| "bad chunk size".to_owned())?;
         if size == 0 {
-            return Ok(out);
+            // Trailers, up to the blank line.
+            loop {
+                let mut trailer = String::new();
+                let n = reader
+                    .read_line(&mut trailer)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if n == 0 || trailer.trim().is_empty() {
+                    return Ok(out);
+                }
+            }
         }
-        if rest.len() < size + 2 {
+        let mut chunk = Vec::new();
+        (&mut *reader)
+            .take(size)
+            .read_to_end(&mut chunk)
+            .await
+            .map_err(|e| e.to_string())?;
+        if (chunk.len() as u64) < size {
             return Err("truncated chunk".to_owned());
         }
-        out.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+        let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let mut crlf = String::new();
+        reader
+            .read_line(&mut crlf)
+            .await
+            .map_err(|e| e.to_string())?;
     }
 }
 

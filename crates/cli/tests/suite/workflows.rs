@@ -77,8 +77,10 @@ impl Ledger {
                             }
                             None => "400 Bad Request",
                         };
+                        let body = r#"{"ok": true}"#;
                         let reply = format!(
-                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{{\"ok\": true}}"
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
                         );
                         if reader.get_mut().write_all(reply.as_bytes()).is_err() {
                             return;
@@ -261,6 +263,13 @@ steps:
         );
     }
     let drained = began.elapsed();
+    if std::env::var("CORDON_CRASH_DEBUG").is_ok() {
+        for id in ids.iter().take(6) {
+            for e in journal(&server, id) {
+                eprintln!("{id} {} {} {} {} {}", e["seq"], e["step"], e["attempt"], e["kind"], e["reason"]);
+            }
+        }
+    }
     // Every step has exactly one recorded outcome.
     let mut attempts = 0;
     for id in &ids {
