@@ -203,8 +203,8 @@ impl Rng {
 }
 
 fn runs_survive_kill_9_with_one_outcome_per_step(backend: Backend) {
-    const CYCLES: usize = 7;
-    const RUNS_PER_CYCLE: usize = 4;
+    const CYCLES: usize = 10;
+    const RUNS_PER_CYCLE: usize = 5;
     let seed = std::env::var("CORDON_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -266,7 +266,10 @@ steps:
     if std::env::var("CORDON_CRASH_DEBUG").is_ok() {
         for id in ids.iter().take(6) {
             for e in journal(&server, id) {
-                eprintln!("{id} {} {} {} {} {}", e["seq"], e["step"], e["attempt"], e["kind"], e["reason"]);
+                eprintln!(
+                    "{id} {} {} {} {} {}",
+                    e["seq"], e["step"], e["attempt"], e["kind"], e["reason"]
+                );
             }
         }
     }
