@@ -660,7 +660,9 @@ async fn read_chunked<R: tokio::io::AsyncBufRead + Unpin>(
         if (chunk.len() as u64) < size {
             return Err("truncated chunk".to_owned());
         }
-        let room = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(out.len());
+        let room = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
         let mut crlf = String::new();
         reader
