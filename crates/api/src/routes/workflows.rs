@@ -349,10 +349,12 @@ pub(crate) async fn start_run(
         }
         None => None,
     };
+    // Scoped to the caller, like the API's own idempotency records: another key that
+    // happens to send the same value starts its own run and never sees this one.
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(|value| format!("{}:{value}", caller.actor()));
     let start = StartRun {
         tenant_id: caller.tenant_id(),
         definition,

@@ -27,6 +27,8 @@ mod lifecycle;
 mod process;
 mod sandbox;
 mod tenancy;
+mod workflow_crash;
+mod workflow_scenarios;
 mod workflows;
 
 /// The binary under test.
