@@ -102,6 +102,7 @@ fn object<'v>(
     allowed: &[&str],
 ) -> Result<&'v Map<String, Value>, DefinitionError> {
     let Value::Object(map) = value else {
+        let field = if field.is_empty() { "document" } else { field };
         return fail(field, "must be an object");
     };
     for key in map.keys() {
@@ -126,11 +127,20 @@ fn join(field: &str, key: &str) -> String {
 fn string(value: &Value, field: &str) -> Result<String, DefinitionError> {
     match value {
         Value::String(s) => Ok(s.clone()),
+        // YAML reads `5`, `1.10` and `true` as numbers and booleans; converting them back
+        // could change them (`1.10` -> `1.1`), so they must be quoted.
+        Value::Number(_) | Value::Bool(_) => fail(
+            field,
+            format!("must be a string (in YAML, quote it: \"{value}\")"),
+        ),
         _ => fail(field, "must be a string"),
     }
 }
 
-fn name(value: &Value, field: &str, max: usize) -> Result<String, DefinitionError> {
+fn name(value: Option<&Value>, field: &str, max: usize) -> Result<String, DefinitionError> {
+    let Some(value) = value else {
+        return fail(field, "is required");
+    };
     let s = string(value, field)?;
     let valid = (1..=max).contains(&s.len())
         && s.bytes()
@@ -144,13 +154,38 @@ fn name(value: &Value, field: &str, max: usize) -> Result<String, DefinitionErro
     Ok(s)
 }
 
-fn string_map(value: &Value, field: &str) -> Result<BTreeMap<String, String>, DefinitionError> {
+/// A map of strings whose keys pass `key_ok` (`what` says what a key must be).
+fn string_map(
+    value: &Value,
+    field: &str,
+    key_ok: fn(&str) -> bool,
+    what: &str,
+) -> Result<BTreeMap<String, String>, DefinitionError> {
     let Value::Object(map) = value else {
         return fail(field, "must be a map of strings");
     };
     map.iter()
-        .map(|(k, v)| Ok((k.clone(), string(v, &join(field, k))?)))
+        .map(|(k, v)| {
+            let f = join(field, k);
+            if !key_ok(k) {
+                return fail(&f, format!("the key must be {what}"));
+            }
+            Ok((k.clone(), string(v, &f)?))
+        })
         .collect()
+}
+
+/// An environment variable name: not empty, no `=`, no NUL.
+fn env_key(key: &str) -> bool {
+    !key.is_empty() && !key.contains(['=', '\0'])
+}
+
+/// An HTTP header name: an RFC 9110 token.
+fn header_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn string_list(value: &Value, field: &str) -> Result<Vec<String>, DefinitionError> {
@@ -342,11 +377,7 @@ fn step(
     let mut allowed: Vec<&str> = COMMON.to_vec();
     allowed.extend(own.iter().copied());
     let map = object(value, field, &allowed)?;
-    let step_name = name(
-        map.get("name").unwrap_or(&Value::Null),
-        &join(field, "name"),
-        64,
-    )?;
+    let step_name = name(map.get("name"), &join(field, "name"), 64)?;
     let get = |key: &str| map.get(key);
     let req = |key: &str| -> Result<&Value, DefinitionError> {
         map.get(key)
@@ -365,7 +396,7 @@ fn step(
             StepAction::Exec {
                 argv,
                 env: get("env")
-                    .map(|v| string_map(v, &join(field, "env")))
+                    .map(|v| string_map(v, &join(field, "env"), env_key, "a variable name"))
                     .transpose()?
                     .unwrap_or_default(),
                 cwd: get("cwd")
@@ -390,7 +421,7 @@ fn step(
                 method,
                 url,
                 headers: get("headers")
-                    .map(|v| string_map(v, &join(field, "headers")))
+                    .map(|v| string_map(v, &join(field, "headers"), header_key, "a header name"))
                     .transpose()?
                     .unwrap_or_default(),
                 body: get("body")
@@ -412,7 +443,7 @@ fn step(
             duration_ms: duration(req("duration")?, &join(field, "duration"))?,
         },
         "wait_for_event" => StepAction::WaitForEvent {
-            event: name(req("event")?, &join(field, "event"), 128)?,
+            event: name(Some(req("event")?), &join(field, "event"), 128)?,
             timeout_ms: get("timeout")
                 .map(|v| duration(v, &join(field, "timeout")))
                 .transpose()?,
@@ -446,8 +477,9 @@ fn step(
                 .transpose()?
                 .unwrap_or_default(),
         },
+        // `output: null` means the same as no output.
         _ => StepAction::Noop {
-            output: get("output").cloned(),
+            output: get("output").filter(|v| !v.is_null()).cloned(),
         },
     };
     if compensation {
@@ -494,20 +526,49 @@ fn step(
     })
 }
 
-fn strings_of(action: &StepAction) -> Vec<&String> {
+/// The strings of an action that may hold templates (the ones the engine renders), each
+/// with its path under the step.
+fn strings_of(action: &StepAction) -> Vec<(String, &String)> {
+    fn listed<'a>(key: &str, items: &'a [String]) -> Vec<(String, &'a String)> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{key}[{i}]"), v))
+            .collect()
+    }
+    fn mapped<'a>(key: &str, map: &'a BTreeMap<String, String>) -> Vec<(String, &'a String)> {
+        map.iter().map(|(k, v)| (format!("{key}.{k}"), v)).collect()
+    }
+    fn one<'a>(key: &str, v: &'a String) -> (String, &'a String) {
+        (key.to_owned(), v)
+    }
+    let mut out = Vec::new();
     match action {
-        StepAction::Exec { argv, env, cwd } => argv.iter().chain(env.values()).chain(cwd).collect(),
+        StepAction::Exec { argv, env, cwd } => {
+            out.extend(listed("argv", argv));
+            out.extend(mapped("env", env));
+            out.extend(cwd.iter().map(|v| one("cwd", v)));
+        }
         StepAction::Http {
             url, headers, body, ..
-        } => std::iter::once(url)
-            .chain(headers.values())
-            .chain(body)
-            .collect(),
-        StepAction::Checkpoint { summary } => summary.iter().collect(),
-        StepAction::Restore { version } => version.iter().collect(),
-        StepAction::Promote { name, paths } => std::iter::once(name).chain(paths).collect(),
-        _ => Vec::new(),
+        } => {
+            out.push(one("url", url));
+            out.extend(mapped("headers", headers));
+            out.extend(body.iter().map(|v| one("body", v)));
+        }
+        StepAction::Checkpoint { summary } => out.extend(summary.iter().map(|v| one("summary", v))),
+        StepAction::Restore { version } => out.extend(version.iter().map(|v| one("version", v))),
+        StepAction::Promote { name, paths } => {
+            out.push(one("release", name));
+            out.extend(listed("paths", paths));
+        }
+        StepAction::Sleep { .. }
+        | StepAction::WaitForEvent { .. }
+        | StepAction::Approval { .. }
+        | StepAction::Transition { .. }
+        | StepAction::Noop { .. } => {}
     }
+    out
 }
 
 /// Builds a definition from a generic value (a parsed document or an API body).
@@ -525,7 +586,7 @@ pub fn from_value(value: &Value) -> Result<Definition, DefinitionError> {
             "compensations",
         ],
     )?;
-    let def_name = name(map.get("name").unwrap_or(&Value::Null), "name", 128)?;
+    let def_name = name(map.get("name"), "name", 128)?;
     let description = map
         .get("description")
         .map(|v| string(v, "description"))
@@ -540,12 +601,12 @@ pub fn from_value(value: &Value) -> Result<Definition, DefinitionError> {
             SessionTemplate {
                 workload_class: s
                     .get("workload_class")
-                    .map(|v| name(v, "session.workload_class", 63))
+                    .map(|v| name(Some(v), "session.workload_class", 63))
                     .transpose()?
                     .unwrap_or_else(|| "default".into()),
                 environment: s
                     .get("environment")
-                    .map(|v| name(v, "session.environment", 63))
+                    .map(|v| name(Some(v), "session.environment", 63))
                     .transpose()?
                     .unwrap_or_else(|| "default".into()),
             }
@@ -623,17 +684,21 @@ pub fn from_value(value: &Value) -> Result<Definition, DefinitionError> {
     let comp_names: BTreeSet<&str> = compensations.iter().map(|s| s.name.as_str()).collect();
     for (i, s) in steps.iter().enumerate() {
         for (j, need) in s.needs.iter().enumerate() {
+            let f = format!("steps[{i}].needs[{j}]");
             if need == &s.name {
+                return fail(&f, "a step cannot need itself");
+            }
+            if s.needs[..j].contains(need) {
+                return fail(&f, format!("`{need}` is listed twice"));
+            }
+            if comp_names.contains(need.as_str()) {
                 return fail(
-                    &format!("steps[{i}].needs[{j}]"),
-                    "a step cannot need itself",
+                    &f,
+                    format!("`{need}` is a compensation; `needs` names steps"),
                 );
             }
             if !step_names.contains(need.as_str()) {
-                return fail(
-                    &format!("steps[{i}].needs[{j}]"),
-                    format!("`{need}` names no step"),
-                );
+                return fail(&f, format!("`{need}` names no step"));
             }
         }
         if let Some(c) = &s.compensate
@@ -649,25 +714,26 @@ pub fn from_value(value: &Value) -> Result<Definition, DefinitionError> {
     // Templates: known roots, and step outputs only of steps that finish before.
     for (key, list) in [("steps", &steps), ("compensations", &compensations)] {
         for (i, s) in list.iter().enumerate() {
-            for text in strings_of(&s.action) {
-                let refs = references(text).or_else(|e| fail(&format!("{key}[{i}]"), e))?;
-                for r in refs {
-                    if let Reference::Step(other, _) = r {
-                        let known = if key == "steps" {
-                            ancestors
-                                .get(s.name.as_str())
-                                .is_some_and(|a| a.contains(other.as_str()))
-                        } else {
-                            step_names.contains(other.as_str())
-                        };
+            for (path, text) in strings_of(&s.action) {
+                let f = format!("{key}[{i}].{path}");
+                for r in references(text).or_else(|e| fail(&f, e))? {
+                    let Reference::Step(other, _) = r else {
+                        continue;
+                    };
+                    if key == "steps" {
+                        let known = ancestors
+                            .get(s.name.as_str())
+                            .is_some_and(|a| a.contains(other.as_str()));
                         if !known {
                             return fail(
-                                &format!("{key}[{i}]"),
+                                &f,
                                 format!(
                                     "`${{steps.{other}.output}}` must name a step this one needs (directly or through others)"
                                 ),
                             );
                         }
+                    } else if !step_names.contains(other.as_str()) {
+                        return fail(&f, format!("`${{steps.{other}.output}}` names no step"));
                     }
                 }
             }
@@ -845,7 +911,7 @@ compensations:
             ),
             (
                 "name: x\nsteps: [{name: a, kind: exec, argv: [\"${steps.b.output}\"]}, {name: b, kind: noop}]",
-                "steps[0]",
+                "steps[0].argv[0]",
             ),
             ("name: x\nwhat: 1\nsteps: [{name: a, kind: noop}]", "what"),
             ("name: \"bad name\"\nsteps: [{name: a, kind: noop}]", "name"),
@@ -871,5 +937,235 @@ compensations:
         assert!(parse_duration("400d").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn defaults_spelled_out_give_the_same_digest() {
+        let bare = parse("name: d\nsteps: [{name: a, kind: exec, argv: [make]}]").unwrap();
+        let a = bare.step("a").unwrap();
+        assert_eq!(a.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(a.retry, default_policies());
+        assert_eq!(a.schedule_to_close_ms, None);
+        assert_eq!(bare.session.workload_class, "default");
+        assert_eq!(bare.session.environment, "default");
+        let spelled = r#"
+name: d
+session: {workload_class: default, environment: default}
+defaults:
+  timeout: 10m
+  retry:
+    timeout:  {max_attempts: 3, initial_interval: 1s, backoff: 2, max_interval: 1m, jitter: 0.2}
+    capacity: {max_attempts: 5, initial_interval: 2000ms, backoff: 2.0, max_interval: 2m, jitter: 0.2}
+    error:    {max_attempts: 3, initial_interval: 1, backoff: 2, max_interval: 60, jitter: 0.2}
+    non_retryable_exit_codes: []
+steps:
+  - name: a
+    kind: exec
+    argv: [make]
+    env: {}
+    needs: []
+    timeout: 600s
+    retry: {}
+compensations: []
+"#;
+        assert_eq!(digest(&parse(spelled).unwrap()), digest(&bare));
+        let json = r#"{"steps": [{"argv": ["make"], "kind": "exec", "name": "a"}], "name": "d"}"#;
+        assert_eq!(digest(&parse(json).unwrap()), digest(&bare));
+        // A different meaning is a different digest.
+        let other = parse("name: d\nsteps: [{name: a, kind: exec, argv: [make, all]}]").unwrap();
+        assert_ne!(digest(&other), digest(&bare));
+    }
+
+    #[test]
+    fn canonical_json_is_sorted_and_reads_back() {
+        let def = parse(YAML).unwrap();
+        let text = canonical_json(&def);
+        assert!(!text.contains('\n'));
+        // Keys sorted at every level: the first key of the document, of its first
+        // compensation and of a retry policy.
+        assert!(
+            text.starts_with(r#"{"compensations":[{"argv":["make","clean"],"kind":"exec","#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{"backoff":2.0,"initial_interval_ms":"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""deadline_ms":3600000,"name":"build-and-release","session":"#));
+        let back = from_stored(&text).unwrap();
+        assert_eq!(back, def);
+        assert_eq!(canonical_json(&back), text);
+        assert_eq!(digest(&back), digest(&def));
+        assert_eq!(digest(&def).len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn every_kind_parses() {
+        let def = parse(
+            r#"
+name: kinds
+steps:
+  - {name: e, kind: exec, argv: [sh, -c, "echo ${input.x}"], env: {A: "${run.id}"}, cwd: /w}
+  - {name: h, kind: http, url: "http://x/${steps.e.output.stdout}", headers: {X-Key: "${step.idempotency_key}"}, body: "{}", needs: [e]}
+  - {name: c, kind: checkpoint, summary: "after ${steps.e.output.exit_code}", needs: [h]}
+  - {name: r, kind: restore, version: v1}
+  - {name: s, kind: sleep, duration: 90}
+  - {name: w, kind: wait_for_event, event: go.now, timeout: 1h}
+  - {name: ap, kind: approval, prompt: ok?, timeout: 1d}
+  - {name: t, kind: transition, action: suspend}
+  - {name: p, kind: promote, paths: [dist]}
+  - {name: p2, kind: promote, release: "rel-${run.id}"}
+  - {name: n, kind: noop, output: {a: [1, 2.5, "x", null]}}
+"#,
+        )
+        .unwrap();
+        let kinds: Vec<&str> = def.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "exec",
+                "http",
+                "checkpoint",
+                "restore",
+                "sleep",
+                "wait_for_event",
+                "approval",
+                "transition",
+                "promote",
+                "promote",
+                "noop"
+            ]
+        );
+        match &def.step("h").unwrap().action {
+            StepAction::Http { method, .. } => assert_eq!(method, "GET"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            def.step("s").unwrap().action,
+            StepAction::Sleep {
+                duration_ms: 90_000
+            }
+        );
+        // A wait's `timeout` is how long it waits; its attempt timeout is the default.
+        let w = def.step("w").unwrap();
+        assert_eq!(
+            w.action,
+            StepAction::WaitForEvent {
+                event: "go.now".into(),
+                timeout_ms: Some(3_600_000)
+            }
+        );
+        assert_eq!(w.timeout_ms, DEFAULT_TIMEOUT_MS);
+        // A promote step's release defaults to the step's name.
+        match &def.step("p").unwrap().action {
+            StepAction::Promote { name, paths } => {
+                assert_eq!(name, "p");
+                assert_eq!(paths, &["dist".to_owned()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // `output: null` is no output.
+        let null = parse("name: n\nsteps: [{name: a, kind: noop, output: null}]").unwrap();
+        let none = parse("name: n\nsteps: [{name: a, kind: noop}]").unwrap();
+        assert_eq!(digest(&null), digest(&none));
+        assert!(def.needs_session());
+        assert!(!none.needs_session());
+    }
+
+    #[test]
+    fn more_errors_name_their_field() {
+        let many = |key: &str, n: usize| {
+            let items: Vec<String> = (0..n)
+                .map(|i| format!("{{name: s{i}, kind: noop}}"))
+                .collect();
+            let steps = if key == "steps" {
+                items.join(", ")
+            } else {
+                "{name: a, kind: noop}".into()
+            };
+            let comps = if key == "compensations" {
+                items.join(", ")
+            } else {
+                String::new()
+            };
+            format!("name: x\nsteps: [{steps}]\ncompensations: [{comps}]")
+        };
+        let long_argv = format!(
+            "name: x\nsteps: [{{name: a, kind: exec, argv: [{}]}}]",
+            vec!["x"; 257].join(", ")
+        );
+        let cases: Vec<(String, &str, &str)> = vec![
+            ("[1, 2]".into(), "document", "object"),
+            ("steps: [{name: a, kind: noop}]".into(), "name", "required"),
+            ("name: x\nsteps: [{kind: noop}]".into(), "steps[0].name", "required"),
+            ("name: x\nsteps: [{name: a}]".into(), "steps[0].kind", "required"),
+            ("name: x\nsteps: {a: 1}".into(), "steps", "list"),
+            (many("steps", 201), "steps", "200"),
+            (many("compensations", 201), "compensations", "200"),
+            (long_argv, "steps[0].argv", "256"),
+            ("name: x\nsteps: [{name: a, kind: exec, argv: []}]".into(), "steps[0].argv", "program"),
+            ("name: x\nsteps: [{name: a, kind: exec, argv: [x], env: {A=B: c}}]".into(), "steps[0].env.A=B", "variable"),
+            ("name: x\nsteps: [{name: a, kind: exec, argv: [x], env: {A: 1}}]".into(), "steps[0].env.A", "string"),
+            ("name: x\nsteps: [{name: a, kind: exec, argv: [sleep, 5]}]".into(), "steps[0].argv[1]", "quote it: \"5\""),
+            ("name: x\nsteps: [{name: a, kind: exec, argv: [x], env: {A: [1]}}]".into(), "steps[0].env.A", "must be a string"),
+            ("name: x\nsteps: [{name: a, kind: http, url: ftp://x}]".into(), "steps[0].url", "http"),
+            ("name: x\nsteps: [{name: a, kind: http}]".into(), "steps[0].url", "required"),
+            ("name: x\nsteps: [{name: a, kind: http, method: get, url: http://x}]".into(), "steps[0].method", "capitals"),
+            ("name: x\nsteps: [{name: a, kind: http, url: http://x, headers: {bad name: v}}]".into(), "steps[0].headers.bad name", "header"),
+            ("name: x\nsteps: [{name: a, kind: sleep}]".into(), "steps[0].duration", "required"),
+            ("name: x\nsteps: [{name: a, kind: sleep, duration: 0}]".into(), "steps[0].duration", "more than zero"),
+            ("name: x\nsteps: [{name: a, kind: sleep, duration: 1.5}]".into(), "steps[0].duration", "whole"),
+            ("name: x\ndeadline: 400d\nsteps: [{name: a, kind: noop}]".into(), "deadline", "365"),
+            ("name: x\nsteps: [{name: a, kind: wait_for_event}]".into(), "steps[0].event", "required"),
+            ("name: x\nsteps: [{name: a, kind: wait_for_event, event: a b}]".into(), "steps[0].event", "characters"),
+            ("name: x\nsteps: [{name: a, kind: transition, action: explode}]".into(), "steps[0].action", "activate"),
+            ("name: x\nsteps: [{name: a, kind: promote, name2: y}]".into(), "steps[0].name2", "unknown key"),
+            ("name: x\nsteps: [{name: a, kind: noop, argv: [x]}]".into(), "steps[0].argv", "unknown key"),
+            ("name: x\nsession: {class: y}\nsteps: [{name: a, kind: noop}]".into(), "session.class", "unknown key"),
+            ("name: x\ndefaults: {timeuot: 1s}\nsteps: [{name: a, kind: noop}]".into(), "defaults.timeuot", "unknown key"),
+            ("name: x\ndefaults: {retry: {error: {tries: 1}}}\nsteps: [{name: a, kind: noop}]".into(), "defaults.retry.error.tries", "unknown key"),
+            ("name: x\nsteps: [{name: a, kind: noop, retry: {error: {max_attempts: 101}}}]".into(), "steps[0].retry.error.max_attempts", "1 to 100"),
+            ("name: x\nsteps: [{name: a, kind: noop, retry: {timeout: {backoff: 0.5}}}]".into(), "steps[0].retry.timeout.backoff", "1 to 10"),
+            ("name: x\nsteps: [{name: a, kind: noop, retry: {capacity: {jitter: 1.5}}}]".into(), "steps[0].retry.capacity.jitter", "0 to 1"),
+            ("name: x\nsteps: [{name: a, kind: noop, retry: {error: {initial_interval: 2m, max_interval: 1m}}}]".into(), "steps[0].retry.error", "initial_interval"),
+            ("name: x\nsteps: [{name: a, kind: noop, retry: {non_retryable_exit_codes: [300]}}]".into(), "steps[0].retry.non_retryable_exit_codes[0]", "exit code"),
+            ("name: x\nsteps: [{name: a, kind: noop, needs: [a]}]".into(), "steps[0].needs[0]", "itself"),
+            ("name: x\nsteps: [{name: a, kind: noop}, {name: b, kind: noop, needs: [a, a]}]".into(), "steps[1].needs[1]", "twice"),
+            ("name: x\nsteps: [{name: a, kind: noop, needs: [c]}]\ncompensations: [{name: c, kind: noop}]".into(), "steps[0].needs[0]", "compensation"),
+            ("name: x\nsteps: [{name: a, kind: noop}]\ncompensations: [{name: a, kind: noop}]".into(), "compensations[0].name", "twice"),
+            ("name: x\nsteps: [{name: a, kind: noop}]\ncompensations: [{name: c, kind: noop, needs: [a]}]".into(), "compensations[0].needs", "compensation"),
+            ("name: x\nsteps: [{name: a, kind: noop}]\ncompensations: [{name: c, kind: noop, compensate: c}]".into(), "compensations[0].compensate", "compensation"),
+            ("name: x\nsteps: [{name: a, kind: noop}]\ncompensations: [{name: c, kind: exec, argv: [\"${steps.z.output}\"]}]".into(), "compensations[0].argv[0]", "no step"),
+            ("name: x\nsteps: [{name: a, kind: http, url: http://x, headers: {H: \"${secret.x}\"}}]".into(), "steps[0].headers.H", "not one of"),
+            // A sibling is no ancestor, even if it comes first in the document.
+            ("name: x\nsteps: [{name: a, kind: noop}, {name: b, kind: noop}, {name: c, kind: exec, argv: [\"${steps.a.output}\"], needs: [b]}]".into(), "steps[2].argv[0]", "needs"),
+            ("name: x\nsteps: [{name: a, kind: promote, release: \"${steps.a.output}\"}]".into(), "steps[0].release", "needs"),
+        ];
+        for (text, field, words) in cases {
+            let error = parse(&text).unwrap_err();
+            assert_eq!(error.field, field, "{text}: {error}");
+            assert!(error.message.contains(words), "{text}: {error}");
+            assert_eq!(error.to_string(), format!("{field}: {}", error.message));
+        }
+        let cycle = parse(
+            "name: x\nsteps: [{name: a, kind: noop, needs: [c]}, {name: b, kind: noop, needs: [a]}, {name: c, kind: noop, needs: [b]}, {name: d, kind: noop}]",
+        )
+        .unwrap_err();
+        assert!(cycle.message.contains("a -> c -> b -> a"), "{cycle}");
+    }
+
+    #[test]
+    fn templates_may_reach_any_ancestor() {
+        let def = parse(
+            "name: x\nsteps: [{name: a, kind: noop}, {name: b, kind: noop, needs: [a]}, {name: c, kind: exec, argv: [\"${steps.a.output.x}\", \"$${steps.z.output}\"], needs: [b], compensate: u}]\ncompensations: [{name: u, kind: exec, argv: [\"${steps.c.output.stdout}\"]}]",
+        )
+        .unwrap();
+        assert_eq!(def.steps.len(), 3);
+        // The limits themselves are fine.
+        let items: Vec<String> = (0..200)
+            .map(|i| format!("{{name: s{i}, kind: noop}}"))
+            .collect();
+        let text = format!("name: x\nsteps: [{}]", items.join(", "));
+        assert_eq!(parse(&text).unwrap().steps.len(), 200);
     }
 }

@@ -17,7 +17,9 @@ pub enum RetryDecision {
 
 /// The wait after attempt `attempt` (1-based) failed: `initial * backoff^(attempt-1)`,
 /// capped at `max_interval`, then spread by `jitter` (`random` is uniform in [0, 1)):
-/// the result lies in `[d * (1 - jitter), d * (1 + jitter)]`, still capped.
+/// the result lies in `[d * (1 - jitter), d * (1 + jitter)]`, still capped. Computed in
+/// floating point and saturated, so no input panics; out-of-range `jitter`, `backoff`
+/// and `random` are clamped to their ranges and attempt 0 counts as attempt 1.
 pub fn delay_ms(policy: &RetryPolicy, attempt: u32, random: f64) -> u64 {
     let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
     #[allow(
@@ -28,9 +30,24 @@ pub fn delay_ms(policy: &RetryPolicy, attempt: u32, random: f64) -> u64 {
         policy.initial_interval_ms as f64,
         policy.max_interval_ms as f64,
     );
-    let base = (initial * policy.backoff.max(1.0).powi(exponent)).min(max);
-    let jitter = policy.jitter.clamp(0.0, 1.0);
-    let spread = 1.0 - jitter + 2.0 * jitter * random.clamp(0.0, 1.0);
+    // `0 * inf` would be NaN: a zero interval stays zero however far it grows.
+    let base = if initial <= 0.0 {
+        0.0
+    } else {
+        (initial * policy.backoff.max(1.0).powi(exponent)).min(max)
+    };
+    // NaN jitter means none; NaN randomness means the middle of the spread.
+    let jitter = if policy.jitter.is_nan() {
+        0.0
+    } else {
+        policy.jitter.clamp(0.0, 1.0)
+    };
+    let random = if random.is_nan() {
+        0.5
+    } else {
+        random.clamp(0.0, 1.0)
+    };
+    let spread = 1.0 - jitter + 2.0 * jitter * random;
     let value = (base * spread).clamp(0.0, max.max(0.0));
     #[allow(
         clippy::cast_possible_truncation,
@@ -102,6 +119,39 @@ mod tests {
         assert_eq!(delay_ms(&p, 1, 0.5), 1_000);
         assert!(delay_ms(&p, 1, 0.999) <= 1_500);
         assert_eq!(delay_ms(&p, 5, 0.999), 10_000);
+    }
+
+    #[test]
+    fn huge_and_odd_inputs_do_not_panic() {
+        let p = RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_interval_ms: u64::MAX,
+            backoff: 10.0,
+            max_interval_ms: u64::MAX,
+            jitter: 1.0,
+        };
+        for attempt in [0, 1, 2, 1_000, u32::MAX] {
+            for random in [0.0, 0.5, 0.999_999, 1.0, -3.0, 7.0, f64::NAN] {
+                let _ = delay_ms(&p, attempt, random);
+            }
+        }
+        // Out-of-range fields are clamped rather than trusted.
+        let odd = RetryPolicy {
+            max_attempts: 3,
+            initial_interval_ms: 1_000,
+            backoff: 0.1,
+            max_interval_ms: 5_000,
+            jitter: 4.0,
+        };
+        assert!(delay_ms(&odd, 3, 0.99) <= 5_000);
+        assert_eq!(delay_ms(&policy(3, 0.0), 3, f64::NAN), 4_000);
+        let zero = RetryPolicy {
+            initial_interval_ms: 0,
+            ..policy(3, 0.0)
+        };
+        assert_eq!(delay_ms(&zero, u32::MAX, 0.5), 0);
+        // Attempt 0 is read as the first.
+        assert_eq!(delay_ms(&policy(3, 0.0), 0, 0.5), 1_000);
     }
 
     #[test]

@@ -174,11 +174,60 @@ mod tests {
         assert!(render("${nope}", &cx).is_err());
         assert!(render("${input.a", &cx).is_err());
         assert_eq!(
-            references("a ${steps.x.output.y} ${input.z}").unwrap(),
+            references("a ${steps.x.output.y} ${ input.z }").unwrap(),
             vec![
                 Reference::Step("x".into(), vec!["y".into()]),
                 Reference::Input(vec!["z".into()])
             ]
         );
+    }
+
+    #[test]
+    fn values_escapes_and_errors() {
+        let input = json!({
+            "s": "text", "t": true, "z": null, "f": 1.5,
+            "o": {"k": [1, {"x": "y"}]}, "ü": "ok"
+        });
+        let steps = BTreeMap::new();
+        let cx = TemplateContext {
+            input: &input,
+            steps: &steps,
+            run_id: "r",
+            step_key: "k",
+        };
+        let ok = |t: &str| render(t, &cx).unwrap();
+        assert_eq!(ok("${input.t} ${input.z} ${input.f}"), "true null 1.5");
+        assert_eq!(ok("${input.o}"), r#"{"k":[1,{"x":"y"}]}"#);
+        assert_eq!(ok("${input.o.k.1.x}"), "y");
+        assert_eq!(ok("${input.ü}"), "ok");
+        assert_eq!(ok("${input}"), input.to_string());
+        // Dollars that open no reference are literal; `$${` is a literal `${`.
+        assert_eq!(ok("$"), "$");
+        assert_eq!(ok("a$$b$"), "a$$b$");
+        assert_eq!(ok("$${input.s}"), "${input.s}");
+        // Read left to right: a lone `$`, then the escape.
+        assert_eq!(ok("$$${input.s}"), "$${input.s}");
+        assert_eq!(ok("$${"), "${");
+        assert_eq!(ok("no templates"), "no templates");
+        assert!(references("$${steps.a.output}").unwrap().is_empty());
+        // Errors name what is missing or wrong.
+        let err = |t: &str| render(t, &cx).unwrap_err();
+        assert!(err("${input.o.k.5}").contains("input.o.k.5"));
+        assert!(err("${input.s.x}").contains("input.s.x"));
+        assert!(err("${steps.a.output.b}").contains("`a`"));
+        for bad in [
+            "${}",
+            "${input.}",
+            "${input..a}",
+            "${steps.a}",
+            "${steps.a.result}",
+            "${run}",
+            "${run.idempotency_key}",
+            "${step.id}",
+            "${env.HOME}",
+            "x ${input.a",
+        ] {
+            assert!(references(bad).is_err(), "{bad}");
+        }
     }
 }
