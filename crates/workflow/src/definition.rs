@@ -801,10 +801,45 @@ pub fn from_stored(document: &str) -> Result<Definition, DefinitionError> {
 
 /// The definition as canonical JSON: keys sorted, no whitespace.
 pub fn canonical_json(definition: &Definition) -> String {
-    // `serde_json::Value` keeps object keys sorted (no `preserve_order` feature here).
-    serde_json::to_value(definition)
-        .map(|v| v.to_string())
-        .unwrap_or_default()
+    // Keys are sorted here, not left to `serde_json::Value`: another crate in the build
+    // may turn on serde_json's `preserve_order`, which keeps insertion order instead.
+    let mut out = String::new();
+    if let Ok(value) = serde_json::to_value(definition) {
+        write_sorted(&value, &mut out);
+    }
+    out
+}
+
+fn write_sorted(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (n, key) in keys.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                if let Some(v) = map.get(key) {
+                    write_sorted(v, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                write_sorted(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 /// `sha256:<hex>` of the canonical JSON.
