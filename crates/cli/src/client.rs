@@ -146,6 +146,9 @@ pub struct TransitionArgs {
     /// Why; recorded in the event log.
     #[arg(long)]
     reason: Option<String>,
+    /// Only for `close`: succeeded (the default), failed or abandoned.
+    #[arg(long)]
+    outcome: Option<String>,
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -488,6 +491,7 @@ async fn session(args: ClientArgs<SessionCommand>) -> Outcome<()> {
     let transition = |action: &'static str, args: TransitionArgs| async move {
         let body = TransitionRequest {
             reason: args.reason,
+            outcome: args.outcome,
         };
         let path = format!("/v1/sessions/{}/{action}", args.id);
         client

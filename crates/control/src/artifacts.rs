@@ -244,7 +244,7 @@ impl Control {
             _ => None,
         };
         let updated = self
-            .transition_locked(&current, SessionAction::Checkpoint, actor, reason)
+            .transition_locked(&current, SessionAction::Checkpoint, actor, reason, None)
             .await?;
         Ok((updated, version))
     }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use cordon_core::{
-    KeyId, Labels, Lease, NewSession, Phase, Session, SessionAction, SessionId, TenantId,
-    Timestamp, TransitionError,
+    KeyId, Labels, Lease, NewSession, Phase, Session, SessionAction, SessionId, SessionOutcome,
+    TenantId, Timestamp, TransitionError,
 };
 use cordon_egress::{SessionKey, SessionListeners};
 use cordon_sandbox::{SandboxError, SandboxManager};
@@ -236,7 +236,23 @@ impl Control {
         // of racing each other in the store (other nodes are kept out by the lease).
         let lock = self.session_lock(session.id);
         let _turn = lock.lock().await;
-        self.transition_locked(session, action, actor, reason).await
+        self.transition_locked(session, action, actor, reason, None)
+            .await
+    }
+
+    /// Closes `session` with `outcome` (a plain `close` transition records
+    /// `succeeded`).
+    pub async fn close(
+        &self,
+        session: &Session,
+        outcome: SessionOutcome,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Session> {
+        let lock = self.session_lock(session.id);
+        let _turn = lock.lock().await;
+        self.transition_locked(session, SessionAction::Close, actor, reason, Some(outcome))
+            .await
     }
 
     /// [`Control::transition`] for a caller that holds the session's turn.
@@ -246,6 +262,7 @@ impl Control {
         action: SessionAction,
         actor: &str,
         reason: Option<String>,
+        outcome: Option<SessionOutcome>,
     ) -> Result<Session> {
         let store = &self.inner.store;
         let mut current = session.clone();
@@ -275,6 +292,8 @@ impl Control {
                 actor: actor.to_owned(),
                 reason: reason.clone(),
                 at: Timestamp::now(),
+                outcome: (to == Phase::Closed)
+                    .then(|| outcome.unwrap_or(SessionOutcome::Succeeded)),
             };
             let written = store.transition(&transition).await;
             if written.is_err() {

@@ -8,6 +8,7 @@ pub mod id;
 pub mod lifecycle;
 pub mod model;
 pub mod reason;
+pub mod telemetry;
 pub mod workflow;
 
 pub use artifact::{
@@ -27,6 +28,7 @@ pub use model::{
     Timestamp,
 };
 pub use reason::ReasonCode;
+pub use telemetry::{Fact, FactFilter, FactKind, SessionOutcome, StoredBytes};
 pub use workflow::{
     DeadLetter, DeadLetterStatus, JournalEntry, NewJournalEntry, NewRun, Run, RunFilter, RunStatus,
     Schedule, WorkflowDefinition,

@@ -181,6 +181,7 @@ impl NewSession {
             version: 1,
             created_at: self.created_at,
             updated_at: self.created_at,
+            outcome: None,
         };
         let event = SessionEvent {
             session_id: self.id,
@@ -210,6 +211,8 @@ pub struct Session {
     pub version: EventSeq,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// How the session ended; set when it closes.
+    pub outcome: Option<crate::SessionOutcome>,
 }
 
 /// One entry of a session's append-only event log.

@@ -87,7 +87,7 @@ pub(crate) fn key(row: &PgRow) -> Result<ApiKey> {
 macro_rules! session_columns {
     () => {
         "id, tenant_id, owner, workload_class, environment, labels, policy_version, phase, \
-         version, created_at, updated_at"
+         version, created_at, updated_at, outcome"
     };
 }
 pub(crate) use session_columns;
@@ -106,6 +106,54 @@ pub(crate) fn session(row: &PgRow) -> Result<Session> {
         version: get(row, 8)?,
         created_at: get_timestamp(row, 9)?,
         updated_at: get_timestamp(row, 10)?,
+        outcome: get::<Option<String>>(row, 11)?
+            .map(|o| parse("session outcome", &o))
+            .transpose()?,
+    })
+}
+
+macro_rules! fact_columns {
+    () => {
+        "seq, tenant_id, kind, at, session_id, run_id, workload_class, outcome, reason, \
+         subject, reference, value, value2, bytes, count"
+    };
+}
+pub(crate) use fact_columns;
+
+pub(crate) fn fact(row: &PgRow) -> Result<cordon_core::Fact> {
+    Ok(cordon_core::Fact {
+        seq: get(row, 0)?,
+        tenant_id: get_parsed(row, 1, "tenant id")?,
+        kind: get_parsed(row, 2, "fact kind")?,
+        at: get_timestamp(row, 3)?,
+        session_id: get::<Option<String>>(row, 4)?
+            .map(|s| parse("session id", &s))
+            .transpose()?,
+        run_id: get::<Option<String>>(row, 5)?
+            .map(|s| parse("run id", &s))
+            .transpose()?,
+        workload_class: get(row, 6)?,
+        outcome: get(row, 7)?,
+        reason: get(row, 8)?,
+        subject: get(row, 9)?,
+        reference: get(row, 10)?,
+        value: get(row, 11)?,
+        value2: get(row, 12)?,
+        bytes: get(row, 13)?,
+        count: get(row, 14)?,
+    })
+}
+
+pub(crate) fn stored_bytes(row: &PgRow) -> Result<cordon_core::StoredBytes> {
+    let bytes: i64 = get(row, 4)?;
+    Ok(cordon_core::StoredBytes {
+        tenant_id: get_parsed(row, 0, "tenant id")?,
+        session_id: get_parsed(row, 1, "session id")?,
+        workload_class: get(row, 2)?,
+        run_id: get::<Option<String>>(row, 3)?.and_then(|r| r.parse().ok()),
+        bytes: u64::try_from(bytes).unwrap_or(0),
+        created_at: get_timestamp(row, 5)?,
+        deleted_at: get_optional_timestamp(row, 6)?,
     })
 }
 

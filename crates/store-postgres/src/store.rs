@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use cordon_core::{
     ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
     EgressPolicyVersion, EventSeq, EvidenceCheckpoint, EvidenceEntry, EvidenceField,
-    EvidenceFilter, KeyId, Lease, NewEvidenceEntry, NewSession, Phase, Release, ReleaseId,
-    SecretId, SecretRecord, Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId,
-    Timestamp, VersionId, WorkspaceVersion,
+    EvidenceFilter, Fact, FactFilter, KeyId, Lease, NewEvidenceEntry, NewSession, Phase, Release,
+    ReleaseId, SecretId, SecretRecord, Session, SessionEvent, SessionFilter, SessionId,
+    StoredBytes, Tenant, TenantId, Timestamp, VersionId, WorkspaceVersion,
 };
 use cordon_store::migrations::{self, Migration};
 use cordon_store::{
@@ -23,8 +23,8 @@ use sqlx::{PgExecutor, Postgres, QueryBuilder};
 
 use crate::rows::{
     self, checkpoint_columns, credential_lease_columns, decision_columns, decision_insert_columns,
-    entry_columns, event_columns, key_columns, lease_columns, policy_columns, release_columns,
-    secret_columns, session_columns, tenant_columns, version_columns,
+    entry_columns, event_columns, fact_columns, key_columns, lease_columns, policy_columns,
+    release_columns, secret_columns, session_columns, tenant_columns, version_columns,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -52,6 +52,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "workflows",
         sql: include_str!("../migrations/0005_workflows.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "telemetry",
+        sql: include_str!("../migrations/0006_telemetry.sql"),
     },
 ];
 
@@ -723,7 +728,8 @@ impl Store for PostgresStore {
         // the lease row) waits for this write, and a write whose lease row was taken over
         // meanwhile re-reads the row, sees the new token and matches nothing.
         let updated = sqlx::query(concat!(
-            "UPDATE sessions SET phase = $1, version = version + 1, updated_at = $2
+            "UPDATE sessions SET phase = $1, version = version + 1, updated_at = $2,
+                    outcome = COALESCE($7, outcome)
              WHERE id = $3 AND tenant_id = $4 AND phase = $5
                AND EXISTS (SELECT 1 FROM session_leases
                            WHERE session_id = $3 AND token = $6 FOR SHARE)
@@ -736,6 +742,7 @@ impl Store for PostgresStore {
         .bind(t.tenant_id.to_string())
         .bind(t.from.as_str())
         .bind(t.fence)
+        .bind(t.outcome.map(|o| o.as_str()))
         .fetch_optional(&mut *tx)
         .await
         .map_err(sql)?;
@@ -1950,6 +1957,118 @@ impl Store for PostgresStore {
         .bind(i64::from(limit))
         .bind(after_at)
         .bind(after_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::session)
+        .collect()
+    }
+
+    async fn append_facts(&self, facts: &[Fact]) -> Result<()> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::<Postgres>::new(
+            "INSERT INTO telemetry_facts (tenant_id, kind, at, session_id, run_id, \
+             workload_class, outcome, reason, subject, reference, value, value2, bytes, count) ",
+        );
+        query.push_values(facts, |mut row, f| {
+            row.push_bind(f.tenant_id.to_string())
+                .push_bind(f.kind.as_str())
+                .push_bind(f.at.unix_micros())
+                .push_bind(f.session_id.map(|s| s.to_string()))
+                .push_bind(f.run_id.map(|r| r.to_string()))
+                .push_bind(f.workload_class.clone())
+                .push_bind(f.outcome.clone())
+                .push_bind(f.reason.clone())
+                .push_bind(f.subject.clone())
+                .push_bind(f.reference.clone())
+                .push_bind(f.value)
+                .push_bind(f.value2)
+                .push_bind(f.bytes)
+                .push_bind(f.count);
+        });
+        query.build().execute(&self.pool).await.map_err(sql)?;
+        Ok(())
+    }
+
+    async fn list_facts(&self, filter: &FactFilter) -> Result<Vec<Fact>> {
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            fact_columns!(),
+            " FROM telemetry_facts WHERE TRUE"
+        ));
+        if let Some(tenant) = filter.tenant_id {
+            query
+                .push(" AND tenant_id = ")
+                .push_bind(tenant.to_string());
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND at >= ").push_bind(from.unix_micros());
+        }
+        if let Some(to) = filter.to {
+            query.push(" AND at < ").push_bind(to.unix_micros());
+        }
+        if !filter.kinds.is_empty() {
+            let kinds: Vec<String> = filter.kinds.iter().map(|k| k.as_str().to_owned()).collect();
+            query.push(" AND kind = ANY(").push_bind(kinds).push(")");
+        }
+        if !filter.run_ids.is_empty() {
+            let runs: Vec<String> = filter.run_ids.iter().map(|r| r.to_string()).collect();
+            query.push(" AND run_id = ANY(").push_bind(runs).push(")");
+        }
+        if let Some(after) = filter.after {
+            query.push(" AND seq > ").push_bind(after);
+        }
+        query.push(" ORDER BY seq");
+        if let Some(limit) = filter.limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(rows::fact)
+            .collect()
+    }
+
+    async fn stored_bytes(
+        &self,
+        tenant_id: Option<TenantId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<StoredBytes>> {
+        sqlx::query(
+            "SELECT v.tenant_id, v.session_id, s.workload_class,
+                    (s.labels::jsonb) ->> 'cordon.run', v.bytes_written, v.created_at, v.deleted_at
+             FROM workspace_versions v JOIN sessions s ON s.id = v.session_id
+             WHERE ($1::TEXT IS NULL OR v.tenant_id = $1) AND v.created_at < $3
+               AND (v.deleted_at IS NULL OR v.deleted_at >= $2)
+             ORDER BY v.created_at, v.id",
+        )
+        .bind(tenant_id.map(|t| t.to_string()))
+        .bind(from.unix_micros())
+        .bind(to.unix_micros())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(rows::stored_bytes)
+        .collect()
+    }
+
+    async fn idle_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE phase <> 'closed' AND updated_at < $1
+             ORDER BY updated_at, id LIMIT $2"
+        ))
+        .bind(before.unix_micros())
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(sql)?

@@ -58,7 +58,7 @@ pub(crate) fn key(row: &Row<'_>) -> Result<ApiKey> {
 }
 
 pub(crate) const SESSION_COLUMNS: &str = "id, tenant_id, owner, workload_class, environment, \
-     labels, policy_version, phase, version, created_at, updated_at";
+     labels, policy_version, phase, version, created_at, updated_at, outcome";
 
 pub(crate) fn session(row: &Row<'_>) -> Result<Session> {
     let sql = crate::store::sql;
@@ -75,6 +75,36 @@ pub(crate) fn session(row: &Row<'_>) -> Result<Session> {
         version: row.get(8).map_err(sql)?,
         created_at: Timestamp::from_unix_micros(row.get(9).map_err(sql)?),
         updated_at: Timestamp::from_unix_micros(row.get(10).map_err(sql)?),
+        outcome: row
+            .get::<_, Option<String>>(11)
+            .map_err(sql)?
+            .map(|o| parse("session outcome", &o))
+            .transpose()?,
+    })
+}
+
+pub(crate) const FACT_COLUMNS: &str = "seq, tenant_id, kind, at, session_id, run_id, \
+     workload_class, outcome, reason, subject, reference, value, value2, bytes, count";
+
+pub(crate) fn fact(row: &Row<'_>) -> Result<cordon_core::Fact> {
+    let sql = crate::store::sql;
+    let opt_id = |i: usize| row.get::<_, Option<String>>(i).map_err(sql);
+    Ok(cordon_core::Fact {
+        seq: row.get(0).map_err(sql)?,
+        tenant_id: parse("tenant id", &row.get::<_, String>(1).map_err(sql)?)?,
+        kind: parse("fact kind", &row.get::<_, String>(2).map_err(sql)?)?,
+        at: Timestamp::from_unix_micros(row.get(3).map_err(sql)?),
+        session_id: opt_id(4)?.map(|s| parse("session id", &s)).transpose()?,
+        run_id: opt_id(5)?.map(|s| parse("run id", &s)).transpose()?,
+        workload_class: row.get(6).map_err(sql)?,
+        outcome: row.get(7).map_err(sql)?,
+        reason: row.get(8).map_err(sql)?,
+        subject: row.get(9).map_err(sql)?,
+        reference: row.get(10).map_err(sql)?,
+        value: row.get(11).map_err(sql)?,
+        value2: row.get(12).map_err(sql)?,
+        bytes: row.get(13).map_err(sql)?,
+        count: row.get(14).map_err(sql)?,
     })
 }
 
@@ -297,5 +327,25 @@ pub(crate) fn release(row: &Row<'_>) -> Result<Release> {
         created_by: row.get(7).map_err(sql)?,
         created_at: Timestamp::from_unix_micros(row.get(8).map_err(sql)?),
         deleted_at: timestamp(row.get(9).map_err(sql)?),
+    })
+}
+
+pub(crate) fn stored_bytes(row: &Row<'_>) -> Result<cordon_core::StoredBytes> {
+    let sql = crate::store::sql;
+    let bytes: i64 = row.get(4).map_err(sql)?;
+    Ok(cordon_core::StoredBytes {
+        tenant_id: parse("tenant id", &row.get::<_, String>(0).map_err(sql)?)?,
+        session_id: parse("session id", &row.get::<_, String>(1).map_err(sql)?)?,
+        workload_class: row.get(2).map_err(sql)?,
+        run_id: row
+            .get::<_, Option<String>>(3)
+            .map_err(sql)?
+            .and_then(|r| r.parse().ok()),
+        bytes: u64::try_from(bytes).unwrap_or(0),
+        created_at: Timestamp::from_unix_micros(row.get(5).map_err(sql)?),
+        deleted_at: row
+            .get::<_, Option<i64>>(6)
+            .map_err(sql)?
+            .map(Timestamp::from_unix_micros),
     })
 }

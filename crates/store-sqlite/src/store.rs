@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use cordon_core::{
     ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
     EgressPolicyVersion, EventSeq, EvidenceCheckpoint, EvidenceEntry, EvidenceField,
-    EvidenceFilter, KeyId, Lease, NewEvidenceEntry, NewSession, Phase, Release, ReleaseId,
-    SecretId, SecretRecord, Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId,
-    Timestamp, VersionId, WorkspaceVersion,
+    EvidenceFilter, Fact, FactFilter, KeyId, Lease, NewEvidenceEntry, NewSession, Phase, Release,
+    ReleaseId, SecretId, SecretRecord, Session, SessionEvent, SessionFilter, SessionId,
+    StoredBytes, Tenant, TenantId, Timestamp, VersionId, WorkspaceVersion,
 };
 use cordon_store::migrations::{self, Migration};
 use cordon_store::{
@@ -25,8 +25,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::rows::{
     self, CHECKPOINT_COLUMNS, CREDENTIAL_LEASE_COLUMNS, DECISION_COLUMNS, ENTRY_COLUMNS,
-    EVENT_COLUMNS, KEY_COLUMNS, POLICY_COLUMNS, RELEASE_COLUMNS, SECRET_COLUMNS, SESSION_COLUMNS,
-    TENANT_COLUMNS, VERSION_COLUMNS,
+    EVENT_COLUMNS, FACT_COLUMNS, KEY_COLUMNS, POLICY_COLUMNS, RELEASE_COLUMNS, SECRET_COLUMNS,
+    SESSION_COLUMNS, TENANT_COLUMNS, VERSION_COLUMNS,
 };
 
 const MIGRATIONS: &[Migration] = &[
@@ -54,6 +54,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "workflows",
         sql: include_str!("../migrations/0005_workflows.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "telemetry",
+        sql: include_str!("../migrations/0006_telemetry.sql"),
     },
 ];
 
@@ -910,7 +915,8 @@ impl Store for SqliteStore {
             let (id, tenant) = (t.session_id.to_string(), t.tenant_id.to_string());
             // Phase and fencing token are checked in the very statement that writes.
             let query = format!(
-                "UPDATE sessions SET phase = ?1, version = version + 1, updated_at = ?2
+                "UPDATE sessions SET phase = ?1, version = version + 1, updated_at = ?2,
+                        outcome = COALESCE(?7, outcome)
                  WHERE id = ?3 AND tenant_id = ?4 AND phase = ?5
                    AND EXISTS (SELECT 1 FROM session_leases WHERE session_id = ?3 AND token = ?6)
                  RETURNING {SESSION_COLUMNS}"
@@ -921,7 +927,8 @@ impl Store for SqliteStore {
                 id,
                 tenant,
                 t.from.as_str(),
-                t.fence
+                t.fence,
+                t.outcome.map(|o| o.as_str())
             ];
             if let Some(session) = query_all(c, &query, values, rows::session)?.pop() {
                 insert_event(
@@ -1964,6 +1971,129 @@ impl Store for SqliteStore {
                 c,
                 &query,
                 params![before.unix_micros(), limit, after_at, after_id],
+                rows::session,
+            )
+        })
+        .await
+    }
+
+    async fn append_facts(&self, facts: &[Fact]) -> Result<()> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let facts = facts.to_vec();
+        self.write(move |c| {
+            let mut insert = c
+                .prepare_cached(
+                    "INSERT INTO telemetry_facts (tenant_id, kind, at, session_id, run_id,
+                         workload_class, outcome, reason, subject, reference, value, value2,
+                         bytes, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )
+                .map_err(sql)?;
+            for f in &facts {
+                insert
+                    .execute(params![
+                        f.tenant_id.to_string(),
+                        f.kind.as_str(),
+                        f.at.unix_micros(),
+                        f.session_id.map(|s| s.to_string()),
+                        f.run_id.map(|r| r.to_string()),
+                        f.workload_class,
+                        f.outcome,
+                        f.reason,
+                        f.subject,
+                        f.reference,
+                        f.value,
+                        f.value2,
+                        f.bytes,
+                        f.count
+                    ])
+                    .map_err(sql)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_facts(&self, filter: &FactFilter) -> Result<Vec<Fact>> {
+        let mut query = format!("SELECT {FACT_COLUMNS} FROM telemetry_facts WHERE 1 = 1");
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(tenant) = filter.tenant_id {
+            query.push_str(" AND tenant_id = ?");
+            values.push(Value::Text(tenant.to_string()));
+        }
+        if let Some(from) = filter.from {
+            query.push_str(" AND at >= ?");
+            values.push(Value::Integer(from.unix_micros()));
+        }
+        if let Some(to) = filter.to {
+            query.push_str(" AND at < ?");
+            values.push(Value::Integer(to.unix_micros()));
+        }
+        if !filter.kinds.is_empty() {
+            let marks = vec!["?"; filter.kinds.len()].join(", ");
+            query.push_str(&format!(" AND kind IN ({marks})"));
+            values.extend(
+                filter
+                    .kinds
+                    .iter()
+                    .map(|k| Value::Text(k.as_str().to_owned())),
+            );
+        }
+        if !filter.run_ids.is_empty() {
+            let marks = vec!["?"; filter.run_ids.len()].join(", ");
+            query.push_str(&format!(" AND run_id IN ({marks})"));
+            values.extend(filter.run_ids.iter().map(|r| Value::Text(r.to_string())));
+        }
+        if let Some(after) = filter.after {
+            query.push_str(" AND seq > ?");
+            values.push(Value::Integer(after));
+        }
+        query.push_str(" ORDER BY seq");
+        if let Some(limit) = filter.limit {
+            query.push_str(" LIMIT ?");
+            values.push(Value::Integer(i64::from(limit)));
+        }
+        self.read(move |c| query_all(c, &query, params_from_iter(values), rows::fact))
+            .await
+    }
+
+    async fn stored_bytes(
+        &self,
+        tenant_id: Option<TenantId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<StoredBytes>> {
+        let tenant = tenant_id.map(|t| t.to_string());
+        self.read(move |c| {
+            query_all(
+                c,
+                "SELECT v.tenant_id, v.session_id, s.workload_class,
+                        json_extract(s.labels, '$.\"cordon.run\"'), v.bytes_written,
+                        v.created_at, v.deleted_at
+                 FROM workspace_versions v JOIN sessions s ON s.id = v.session_id
+                 WHERE (?1 IS NULL OR v.tenant_id = ?1) AND v.created_at < ?3
+                   AND (v.deleted_at IS NULL OR v.deleted_at >= ?2)
+                 ORDER BY v.created_at, v.id",
+                params![tenant, from.unix_micros(), to.unix_micros()],
+                rows::stored_bytes,
+            )
+        })
+        .await
+    }
+
+    async fn idle_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>> {
+        self.read(move |c| {
+            let query = format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE phase <> 'closed' AND updated_at < ?1
+                 ORDER BY updated_at, id LIMIT ?2"
+            );
+            query_all(
+                c,
+                &query,
+                params![before.unix_micros(), limit],
                 rows::session,
             )
         })

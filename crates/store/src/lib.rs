@@ -10,10 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cordon_core::{
     ApiKey, CredentialLease, CredentialLeaseId, EgressDecision, EgressDecisionFilter,
-    EgressPolicyVersion, EventSeq, EvidenceCheckpoint, EvidenceEntry, EvidenceFilter, KeyId, Lease,
-    NewEvidenceEntry, NewSession, Phase, ReasonCode, Release, ReleaseId, SecretId, SecretRecord,
-    Session, SessionEvent, SessionFilter, SessionId, Tenant, TenantId, Timestamp, VersionId,
-    WorkspaceVersion,
+    EgressPolicyVersion, EventSeq, EvidenceCheckpoint, EvidenceEntry, EvidenceFilter, Fact,
+    FactFilter, KeyId, Lease, NewEvidenceEntry, NewSession, Phase, ReasonCode, Release, ReleaseId,
+    SecretId, SecretRecord, Session, SessionEvent, SessionFilter, SessionId, SessionOutcome,
+    StoredBytes, Tenant, TenantId, Timestamp, VersionId, WorkspaceVersion,
 };
 
 pub mod migrations;
@@ -112,6 +112,8 @@ pub struct Transition {
     pub actor: String,
     pub reason: Option<String>,
     pub at: Timestamp,
+    /// Set on the session when it closes (`None` keeps what it has).
+    pub outcome: Option<SessionOutcome>,
 }
 
 /// Identifies one idempotent request: who sent it and under which key.
@@ -409,6 +411,24 @@ pub trait Store: WorkflowStore + Send + Sync + std::fmt::Debug + 'static {
         after: Option<(Timestamp, SessionId)>,
         limit: u32,
     ) -> Result<Vec<Session>>;
+
+    // --- telemetry ---
+
+    /// Appends telemetry facts in one transaction; their `seq` is assigned here.
+    async fn append_facts(&self, facts: &[Fact]) -> Result<()>;
+    /// Facts matching `filter`, oldest first (by `seq`).
+    async fn list_facts(&self, filter: &FactFilter) -> Result<Vec<Fact>>;
+    /// Workspace versions (of `tenant_id`, or every tenant) that were stored at some
+    /// instant in `[from, to)`: created before `to` and not deleted before `from`.
+    async fn stored_bytes(
+        &self,
+        tenant_id: Option<TenantId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<StoredBytes>>;
+    /// Sessions of every tenant that are not closed and whose last lifecycle change is
+    /// older than `before`, oldest first, at most `limit`: what the idle reaper looks at.
+    async fn idle_sessions(&self, before: Timestamp, limit: u32) -> Result<Vec<Session>>;
 }
 
 /// Maps a duration to whole microseconds, saturating.

@@ -127,6 +127,7 @@ fn step(
         actor: actor.to_owned(),
         reason: None,
         at,
+        outcome: None,
     }
 }
 
@@ -480,6 +481,7 @@ pub async fn sessions_create_get(store: Arc<dyn Store>) {
         version: 1,
         created_at: new.created_at,
         updated_at: new.created_at,
+        outcome: None,
     };
     assert_eq!(created, expected);
     assert_eq!(
@@ -956,6 +958,7 @@ pub async fn transition_appends_event(store: Arc<dyn Store>) {
         phase: Phase::Active,
         version: 2,
         updated_at: at(5),
+        outcome: None,
         ..created.clone()
     };
     assert_eq!(active, expected);

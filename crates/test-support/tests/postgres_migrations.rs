@@ -31,6 +31,7 @@ fn every_migration() -> Vec<(i64, String)> {
         (3, "egress".to_owned()),
         (4, "artifacts".to_owned()),
         (5, "workflows".to_owned()),
+        (6, "telemetry".to_owned()),
     ]
 }
 

@@ -142,6 +142,9 @@ pub struct SessionBody {
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+    /// How the session ended (`succeeded`, `failed`, `abandoned`); set once closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -159,6 +162,10 @@ pub struct TransitionRequest {
     /// Why, in a few words (up to 1024 characters); recorded in the event log.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Only for `close`: how the session ended, `succeeded` (the default), `failed` or
+    /// `abandoned`. It feeds the session success rate (docs/metrics.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

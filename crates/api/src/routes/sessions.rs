@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use cordon_control::SessionSpec;
 use cordon_core::{
     ReasonCode, Role, Session, SessionAction, SessionEvent, SessionFilter, SessionId,
+    SessionOutcome,
 };
 use cordon_policy::{Action, Resource};
 use cordon_wire::{
@@ -34,6 +35,7 @@ pub(crate) fn session_body(session: Session) -> SessionBody {
         version: session.version,
         created_at: session.created_at,
         updated_at: session.updated_at,
+        outcome: session.outcome.map(|o| o.as_str().to_owned()),
     }
 }
 
@@ -206,10 +208,32 @@ async fn transition(
     if let Some(reason) = &request.reason {
         validate::text("reason", reason, 1024)?;
     }
-    let outcome = state
-        .control()
-        .transition(&session, action, &caller.actor(), request.reason)
-        .await;
+    let close_outcome = match (&request.outcome, action) {
+        (None, _) => None,
+        (Some(text), SessionAction::Close) => Some(
+            text.parse::<SessionOutcome>()
+                .map_err(|message| ApiError::validation(format!("outcome: {message}")))?,
+        ),
+        (Some(_), _) => {
+            return Err(ApiError::validation(
+                "outcome: only `close` takes an outcome".to_owned(),
+            ));
+        }
+    };
+    let outcome = match close_outcome {
+        Some(close) => {
+            state
+                .control()
+                .close(&session, close, &caller.actor(), request.reason)
+                .await
+        }
+        None => {
+            state
+                .control()
+                .transition(&session, action, &caller.actor(), request.reason)
+                .await
+        }
+    };
     match outcome {
         Ok(updated) => {
             metrics::counter!(

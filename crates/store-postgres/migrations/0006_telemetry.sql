@@ -1,0 +1,36 @@
+-- Telemetry: how sessions end, and the facts the SRE metrics, cost accounting and the
+-- weekly report are computed from.
+
+ALTER TABLE sessions ADD COLUMN outcome TEXT;
+
+-- Append-only: a fact is recorded once and never changed (docs/metrics.md).
+CREATE TABLE telemetry_facts (
+    seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id),
+    kind            TEXT NOT NULL,
+    at              BIGINT NOT NULL,
+    session_id      TEXT,
+    run_id          TEXT,
+    workload_class  TEXT,
+    outcome         TEXT,
+    reason          TEXT,
+    subject         TEXT,
+    reference       TEXT,
+    value           DOUBLE PRECISION NOT NULL DEFAULT 0,
+    value2          DOUBLE PRECISION NOT NULL DEFAULT 0,
+    bytes           BIGINT NOT NULL DEFAULT 0,
+    count           BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX telemetry_facts_at ON telemetry_facts (at);
+CREATE INDEX telemetry_facts_tenant_at ON telemetry_facts (tenant_id, at);
+CREATE INDEX telemetry_facts_run ON telemetry_facts (run_id) WHERE run_id IS NOT NULL;
+
+CREATE FUNCTION telemetry_facts_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'telemetry facts are append-only';
+END;
+$$;
+CREATE TRIGGER telemetry_facts_no_update BEFORE UPDATE ON telemetry_facts
+    FOR EACH ROW EXECUTE FUNCTION telemetry_facts_append_only();
+
+CREATE INDEX sessions_open_updated ON sessions (updated_at) WHERE phase <> 'closed';
