@@ -327,7 +327,7 @@ async fn send_checked(
 /// GETs `path` and streams the answer's bytes, as sent, to `output` (`-`: stdout). The
 /// file is created only once the server has answered with success, and removed again
 /// if the transfer breaks.
-async fn download(
+pub(crate) async fn download(
     client: &Client,
     path: &str,
     query: &[(&str, String)],

@@ -239,6 +239,7 @@ fn config(data_dir: PathBuf, database_url: Option<String>) -> ServerConfig {
             ..crate::serve::EgressSettings::default()
         },
         artifacts: crate::artifacts::ArtifactSettings::default(),
+        telemetry: crate::serve::TelemetrySettings::default(),
     }
 }
 

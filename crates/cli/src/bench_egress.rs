@@ -556,6 +556,7 @@ async fn start_cordon(
             ..EgressSettings::default()
         },
         artifacts: crate::artifacts::ArtifactSettings::default(),
+        telemetry: crate::serve::TelemetrySettings::default(),
     })
     .await?;
     let api = Api {

@@ -135,6 +135,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         },
         egress: EgressSettings::default(),
         artifacts: crate::artifacts::ArtifactSettings::default(),
+        telemetry: crate::serve::TelemetrySettings::default(),
     };
     let server = serve::start(config).await?;
     // A second server keeps two spare sandboxes, as `cordon serve` does by default.
@@ -155,6 +156,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         },
         egress: EgressSettings::default(),
         artifacts: crate::artifacts::ArtifactSettings::default(),
+        telemetry: crate::serve::TelemetrySettings::default(),
     })
     .await?;
     let pooled_api = Api {

@@ -14,6 +14,7 @@ mod client;
 mod egress;
 mod egress_client;
 mod exit;
+mod report;
 mod sandbox_client;
 mod serve;
 mod verify;
@@ -78,6 +79,10 @@ enum Command {
     Dlq(client::ClientArgs<workflow::DlqCommand>),
     /// Cron schedules that start workflow runs.
     Schedule(client::ClientArgs<workflow::ScheduleCommand>),
+    /// The weekly report (cost, risk, delivery) as HTML, Markdown or JSON.
+    Report(client::ClientArgs<report::ReportCommand>),
+    /// The SRE metrics and SLOs (docs/metrics.md).
+    Metrics(client::ClientArgs<report::MetricsCommand>),
     /// Measure the server (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -129,6 +134,8 @@ fn main() -> std::process::ExitCode {
             Command::Run(args) => workflow_client::run_run(args).await,
             Command::Dlq(args) => workflow_client::run_dlq(args).await,
             Command::Schedule(args) => workflow_client::run_schedule(args).await,
+            Command::Report(args) => report::run_report(args).await,
+            Command::Metrics(args) => report::run_metrics(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })

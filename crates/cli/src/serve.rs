@@ -115,6 +115,38 @@ pub struct ServeArgs {
     /// Seconds between retention sweeps (0: never).
     #[arg(long, env = "CORDON_RETENTION_INTERVAL", default_value_t = 3600)]
     retention_interval: u64,
+    /// JSON telemetry settings: {"prices", "slos", "session_idle_timeout_seconds",
+    /// "timeout_outcome", "meter_interval_seconds"} (docs/metrics.md).
+    #[arg(long, env = "CORDON_TELEMETRY_CONFIG")]
+    telemetry_config: Option<PathBuf>,
+    /// Where each tenant's weekly report is written when a week ends (default
+    /// `<data-dir>/reports`).
+    #[arg(long, env = "CORDON_REPORT_DIR")]
+    report_dir: Option<PathBuf>,
+}
+
+/// Telemetry: prices, objectives, metering, idle timeouts and the weekly export.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetrySettings {
+    pub config: cordon_telemetry::TelemetryConfig,
+    /// Default `<data-dir>/reports`.
+    pub report_dir: Option<PathBuf>,
+}
+
+fn telemetry_settings(args: &ServeArgs) -> anyhow::Result<TelemetrySettings> {
+    let config = match &args.telemetry_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            cordon_telemetry::TelemetryConfig::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => cordon_telemetry::TelemetryConfig::default(),
+    };
+    Ok(TelemetrySettings {
+        config,
+        report_dir: args.report_dir.clone(),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -188,6 +220,7 @@ pub struct ServerConfig {
     pub sandbox: SandboxSettings,
     pub egress: EgressSettings,
     pub artifacts: ArtifactSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 /// A server running in this process.
@@ -242,7 +275,15 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             return exit::code(exit::USAGE);
         }
     };
+    let telemetry = match telemetry_settings(&args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            return exit::code(exit::USAGE);
+        }
+    };
     let config = ServerConfig {
+        telemetry,
         listen: args.listen,
         data_dir: args.data_dir,
         database_url: args.database_url,
@@ -389,7 +430,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         sandboxes,
         egress,
     )
-    .with_artifacts(artifacts);
+    .with_artifacts(artifacts)
+    .with_telemetry(config.telemetry.config.clone());
+    if let Some(egress) = control.egress() {
+        egress.env.set_telemetry(control.telemetry().clone());
+    }
     let removed = control.reconcile_sandboxes().await;
     if removed > 0 {
         tracing::info!(
@@ -425,6 +470,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             })
             .await
     });
+    let telemetry_chores = crate::report::chores(
+        control.clone(),
+        config
+            .telemetry
+            .report_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("reports")),
+    );
     // One task for the periodic chores, so stopping the server stops them all.
     let purge = purge_idempotency_records(Arc::clone(&store));
     let sweep_control = control.clone();
@@ -439,7 +492,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         let workflows = async move {
             engine.run().await;
         };
-        tokio::join!(purge, sweep, workflows);
+        tokio::join!(purge, sweep, workflows, telemetry_chores);
     });
     tracing::info!(%node_id, "listening on http://{addr}");
     Ok(RunningServer {

@@ -364,6 +364,7 @@ impl Control {
         // The next checkpoint reads only what changes after the restore.
         artifacts.put_index(session.id, index);
         metrics::histogram!("cordon_artifact_restore_seconds").record(took.as_secs_f64());
+        self.telemetry().restore(session, took.as_secs_f64());
         Ok(stats)
     }
 

@@ -40,6 +40,8 @@ pub struct StoreEgressEnv {
     policies: Mutex<HashMap<TenantId, (Instant, Arc<PolicySnapshot>)>>,
     /// Where decisions are also recorded as evidence, when the node keeps it.
     evidence: std::sync::OnceLock<EvidenceLog>,
+    /// Where decisions are metered and blocks counted (set once, at start).
+    telemetry: std::sync::OnceLock<crate::Telemetry>,
 }
 
 impl StoreEgressEnv {
@@ -51,7 +53,13 @@ impl StoreEgressEnv {
             views: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
             evidence: std::sync::OnceLock::new(),
+            telemetry: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Meters every decision and counts policy blocks (set once, at start).
+    pub fn set_telemetry(&self, telemetry: crate::Telemetry) {
+        let _ = self.telemetry.set(telemetry);
     }
 
     /// Records every decision in the evidence log too (set once, at start).
@@ -183,6 +191,14 @@ impl EgressEnv for StoreEgressEnv {
             .append_egress_decisions(&decisions)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(telemetry) = self.telemetry.get() {
+            let views = lock(&self.views);
+            telemetry.egress(&decisions, |session| {
+                views
+                    .get(&session)
+                    .map(|(_, view)| view.workload_class.clone())
+            });
+        }
         if let Some(evidence) = self.evidence.get() {
             for decision in &decisions {
                 evidence.record(decision_record(decision)).await;

@@ -17,11 +17,15 @@ use cordon_sandbox::{SandboxError, SandboxManager};
 
 pub mod artifacts;
 pub mod egress;
+pub mod telemetry;
 pub mod workflow;
+
 pub use artifacts::{Artifacts, PromoteSpec, RetentionReport, RetentionRule, SecretRedactor};
 use cordon_artifacts::evidence_log::Record;
 use cordon_store::{LeaseOutcome, Store, StoreError, Transition};
+use cordon_telemetry::TelemetryConfig;
 pub use egress::Egress;
+pub use telemetry::Telemetry;
 pub use workflow::{ControlRunner, StepAuthorizer, StepDenial};
 
 pub type Result<T, E = ControlError> = std::result::Result<T, E>;
@@ -124,6 +128,8 @@ struct Inner {
     egress: Option<Egress>,
     /// Versions, evidence and releases, when this node keeps them.
     artifacts: Option<Arc<Artifacts>>,
+    /// Telemetry facts, usage metering and the SRE metrics' Prometheus side.
+    telemetry: Telemetry,
 }
 
 /// How many times a transition is retried when the session moved under it.
@@ -155,8 +161,10 @@ impl Control {
         sandboxes: Option<SandboxManager>,
         egress: Option<Egress>,
     ) -> Self {
+        let telemetry = Telemetry::new(Arc::clone(&store), TelemetryConfig::default());
         Self {
             inner: Arc::new(Inner {
+                telemetry,
                 store,
                 options,
                 leases: Mutex::new(HashMap::new()),
@@ -166,6 +174,22 @@ impl Control {
                 artifacts: None,
             }),
         }
+    }
+
+    /// Uses `config` for prices, objectives and metering (call before the writer is
+    /// shared).
+    pub fn with_telemetry(mut self, config: TelemetryConfig) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.telemetry = Telemetry::new(Arc::clone(&inner.store), config);
+        } else {
+            tracing::error!("telemetry configured on a shared control writer: ignored");
+        }
+        self
+    }
+
+    /// The telemetry recorder.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     /// Adds the artifacts runtime (call before the writer is shared).
@@ -306,7 +330,16 @@ impl Control {
                     }
                     self.egress_after(&updated, actor).await;
                     if updated.phase == Phase::Closed {
+                        // The last usage sample, while the sandbox's cgroup still exists.
+                        let counters = self
+                            .sandboxes()
+                            .and_then(|s| s.info(&updated.id.to_string()).ok())
+                            .and_then(|i| i.counters)
+                            .map(|c| (c.cpu_usage_usec, c.memory_bytes));
                         self.sandbox_close(updated.id).await;
+                        self.inner.telemetry.session_closed(&updated, counters);
+                    } else {
+                        self.inner.telemetry.note_session(&updated);
                     }
                     self.evidence(
                         Record::new(updated.tenant_id, Some(updated.id), "lifecycle", actor)

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cordon_core::{
-    KeyId, Phase, ReasonCode, Run, RunId, Session, SessionAction, SessionId, TenantId,
+    DeadLetter, KeyId, NewJournalEntry, Phase, ReasonCode, Run, RunId, RunStatus, Session,
+    SessionAction, SessionId, SessionOutcome, TenantId,
 };
 use cordon_egress::gateway::{Entry, SessionKey};
 use cordon_sandbox::{ExecEvent, ExecRequest, SandboxError};
-use cordon_workflow::model::{FailureClass, SessionTemplate, StepAction};
+use cordon_workflow::model::{Definition, FailureClass, SessionTemplate, StepAction};
 use cordon_workflow::state::{Outcome, StepError};
 use cordon_workflow::{Heartbeat, StepRequest, StepRunner};
 use serde_json::{Value, json};
@@ -964,11 +965,16 @@ impl StepRunner for ControlRunner {
         if session.phase == Phase::Closed {
             return;
         }
+        let outcome = match run.status {
+            RunStatus::Succeeded => SessionOutcome::Succeeded,
+            RunStatus::Cancelled => SessionOutcome::Abandoned,
+            _ => SessionOutcome::Failed,
+        };
         if let Err(error) = self
             .control
-            .transition(
+            .close(
                 &session,
-                SessionAction::Close,
+                outcome,
                 &run.created_by,
                 Some(format!("workflow run {} {}", run.id, run.status.as_str())),
             )
@@ -976,6 +982,84 @@ impl StepRunner for ControlRunner {
         {
             tracing::warn!(run = %run.id, %error, "cannot close the run's session");
         }
+        if run.status == RunStatus::Succeeded {
+            self.completed_cost(run).await;
+        }
+    }
+
+    fn observe(
+        &self,
+        run: &Run,
+        definition: &Definition,
+        journal: &[NewJournalEntry],
+        dead_letters: &[DeadLetter],
+    ) {
+        let telemetry = self.control.telemetry();
+        let class = run.session_id.and_then(|s| telemetry.class_of(s));
+        for entry in journal {
+            match (entry.kind.as_str(), entry.step.as_deref()) {
+                (kind @ ("completed" | "failed"), Some(step))
+                    if definition
+                        .steps
+                        .iter()
+                        .any(|s| s.name == step && s.action.needs_session()) =>
+                {
+                    telemetry.tool(
+                        run.tenant_id,
+                        run.session_id,
+                        Some(run.id),
+                        class.clone(),
+                        Some(step),
+                        kind == "completed",
+                        entry.reason.as_deref(),
+                        entry.at,
+                    );
+                }
+                (kind @ ("run_succeeded" | "run_failed" | "run_cancelled"), _) => {
+                    let status = kind.trim_start_matches("run_");
+                    telemetry.run_finished(run.tenant_id, run.id, &run.name, status, class.clone());
+                    // A run with a session of its own is costed once that closes.
+                    let owns_session = owns_session(run);
+                    if status == "succeeded" && !owns_session {
+                        let this = self.clone();
+                        let run = run.clone();
+                        tokio::spawn(async move { this.completed_cost(&run).await });
+                    }
+                }
+                _ => {}
+            }
+        }
+        for letter in dead_letters {
+            telemetry.block(
+                run.tenant_id,
+                letter.session_id,
+                Some(run.id),
+                class.clone(),
+                "step",
+                &letter.reason,
+                format!("step:{}", letter.step),
+                format!("dlq:{}", letter.id),
+                letter.created_at,
+            );
+        }
+    }
+}
+
+/// Whether the run created the session it runs in.
+fn owns_session(run: &Run) -> bool {
+    cordon_workflow::state::RunState::parse(&run.state).is_ok_and(|s| s.owns_session)
+}
+
+impl ControlRunner {
+    /// Adds a completed run's cost to `cordon_workflow_completed_cost_total`.
+    async fn completed_cost(&self, run: &Run) {
+        let cost = self.control.telemetry().run_cost(run.id).await;
+        metrics::gauge!(
+            "cordon_workflow_completed_cost_total",
+            "tenant" => run.tenant_id.to_string(),
+            "workflow" => run.name.clone()
+        )
+        .increment(cost);
     }
 }
 

@@ -118,6 +118,10 @@ pub enum Action {
     DlqManage,
     /// Create or delete cron schedules.
     ScheduleManage,
+    /// Read the tenant's SRE metrics, SLOs and weekly reports.
+    MetricsRead,
+    /// Mark a policy block (an egress denial or a dead letter) as a false positive.
+    BlockReview,
 }
 
 impl Action {
@@ -169,6 +173,8 @@ impl Action {
             Action::RunApprove => "run.approve",
             Action::DlqManage => "dlq.manage",
             Action::ScheduleManage => "schedule.manage",
+            Action::MetricsRead => "metrics.read",
+            Action::BlockReview => "block.review",
         }
     }
 }

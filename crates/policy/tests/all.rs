@@ -445,6 +445,11 @@ fn default_policies_decide_each_role() {
         ("auditor run.read", &auditor, Action::RunRead),
         ("auditor run.control", &auditor, Action::RunControl),
         ("auditor workflow.define", &auditor, Action::WorkflowDefine),
+        ("agent metrics.read", &agent, Action::MetricsRead),
+        ("auditor metrics.read", &auditor, Action::MetricsRead),
+        ("operator block.review", &operator, Action::BlockReview),
+        ("agent block.review", &agent, Action::BlockReview),
+        ("auditor block.review", &auditor, Action::BlockReview),
     ];
     for (label, who, action) in tenant_artifact_rows {
         row(label, check(&engine, who, action, own));
@@ -521,7 +526,12 @@ operator dlq.manage                          allow
 admin schedule.manage                        allow
 auditor run.read                             allow
 auditor run.control                          deny ["auditor-read-only"]
-auditor workflow.define                      deny ["auditor-read-only"]"#;
+auditor workflow.define                      deny ["auditor-read-only"]
+agent metrics.read                           deny ["agent-no-metrics-access"]
+auditor metrics.read                         allow
+operator block.review                        allow
+agent block.review                           deny ["agents-cannot-operate-runs"]
+auditor block.review                         deny ["auditor-read-only"]"#;
     assert_eq!(table.join("\n"), expected);
 }
 

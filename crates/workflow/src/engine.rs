@@ -78,6 +78,16 @@ pub trait StepRunner: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<SessionId, StepError>;
     /// A run that created its session has ended: close the session.
     async fn close_session(&self, tenant_id: TenantId, session_id: SessionId, run: &Run);
+    /// What one round of the run wrote, once it is durable: journal entries and new
+    /// dead letters (for telemetry). The default does nothing.
+    fn observe(
+        &self,
+        _run: &Run,
+        _definition: &Definition,
+        _journal: &[NewJournalEntry],
+        _dead_letters: &[cordon_core::DeadLetter],
+    ) {
+    }
 }
 
 /// How the engine runs.
@@ -537,6 +547,8 @@ impl Engine {
             let in_flight_now = in_flight.len();
             let launched = Arc::new(Mutex::new(Vec::<Launch>::new()));
             let launched_in = Arc::clone(&launched);
+            let written = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+            let written_in = Arc::clone(&written);
             let node_in = node.clone();
             let def_in = Arc::clone(&def);
             let events_in: Vec<Event> = batch;
@@ -636,6 +648,9 @@ impl Engine {
                 if let Ok(mut l) = launched_in.lock() {
                     *l = out.launches;
                 }
+                if let Ok(mut w) = written_in.lock() {
+                    *w = (out.journal.clone(), out.dead_letters.clone());
+                }
                 Ok(RunWrite {
                     journal: out.journal,
                     dead_letters: out.dead_letters,
@@ -648,7 +663,18 @@ impl Engine {
                 .update_run(run.tenant_id, run.id, change)
                 .await
             {
-                Ok((written, _)) => run = written,
+                Ok((stored, _)) => {
+                    run = stored;
+                    let (journal, dead_letters) = written
+                        .lock()
+                        .map(|mut w| std::mem::take(&mut *w))
+                        .unwrap_or_default();
+                    if !journal.is_empty() || !dead_letters.is_empty() {
+                        self.inner
+                            .runner
+                            .observe(&run, &def, &journal, &dead_letters);
+                    }
+                }
                 Err(StoreError::LeaseFenced { .. } | StoreError::NotFound) => {
                     for (_, task) in in_flight.drain() {
                         task.abort();

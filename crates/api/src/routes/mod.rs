@@ -4,6 +4,7 @@
 mod artifacts;
 mod egress;
 mod keys;
+mod metrics;
 mod sandbox;
 mod sessions;
 mod system;
@@ -42,6 +43,7 @@ use crate::error::ApiError;
         (name = "egress", description = "Egress policy, secrets, credential leases, decisions"),
         (name = "artifacts", description = "Workspace versions, the evidence log, signed releases"),
         (name = "workflows", description = "Workflow definitions, runs and their journals, durable steps, the dead-letter queue, schedules"),
+        (name = "metrics", description = "SRE metrics, SLOs, the weekly report, false-positive marks on policy blocks"),
     )
 )]
 struct ApiDoc;
@@ -131,6 +133,11 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
             workflows::list_schedules
         ))
         .routes(routes!(workflows::delete_schedule))
+        .routes(routes!(metrics::sre))
+        .routes(routes!(metrics::slo))
+        .routes(routes!(metrics::weekly))
+        .routes(routes!(metrics::egress_false_positive))
+        .routes(routes!(metrics::dlq_false_positive))
         // Uploads may be larger than other request bodies.
         .merge(
             OpenApiRouter::new()

@@ -262,6 +262,10 @@ impl ExecEvidence {
     }
 
     async fn outcome(&self, outcome: &ExecOutcome) {
+        let ok = outcome.exit_code == 0 && outcome.reason.is_none();
+        self.control
+            .telemetry()
+            .exec(&self.session, ok, outcome.reason);
         self.record(|r| {
             r.field("exit_code", outcome.exit_code)
                 .field("signal", outcome.signal)

@@ -828,7 +828,11 @@ pub(crate) async fn list_dead_letters(
     }))
 }
 
-async fn load_dead_letter(state: &AppState, caller: &Caller, id: &str) -> ApiResult<DeadLetter> {
+pub(crate) async fn load_dead_letter(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<DeadLetter> {
     let id = parse_id::<DeadLetterId>(id, "dead-letter entry")?;
     state
         .store()
@@ -911,6 +915,17 @@ async fn resolve(
         }
     };
     command(&state, &caller, &run, cmd).await?;
+    if redrive {
+        // Counts as a false positive once the step then succeeds (docs/metrics.md).
+        state.control().telemetry().block_review(
+            caller.tenant_id(),
+            format!("dlq:{}", entry.id),
+            "redriven",
+            Some(entry.run_id),
+            Some(&entry.step),
+            "step",
+        );
+    }
     Ok(axum::Json(dead_letter_body(
         load_dead_letter(&state, &caller, &id).await?,
     )))
