@@ -30,10 +30,22 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             let buckets = [
                 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
             ];
+            // Recovery takes seconds to hours; restores milliseconds to seconds (the
+            // same bounds as `/v1/metrics/sre` reports).
+            let recovery = [
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 14400.0,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full("cordon_http_request_duration_seconds".into()),
                     &buckets,
+                )
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full("cordon_recovery_seconds".into()), &recovery)
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("cordon_artifact_restore_seconds".into()),
+                    &cordon_telemetry::sre::RESTORE_BUCKETS,
                 )
                 .ok()?
                 .build_recorder();

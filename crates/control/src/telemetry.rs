@@ -67,6 +67,8 @@ struct Meter {
     egress_requests: u64,
     /// The last time the sandbox used CPU or the gateway saw a request.
     active_at: Option<Timestamp>,
+    /// The session's tenant, once the gateway has seen it.
+    tenant_id: Option<TenantId>,
 }
 
 /// The telemetry recorder. Cheap to clone.
@@ -86,6 +88,30 @@ struct Inner {
     /// Open incidents (by session or run) and when they opened, for the recovery
     /// histogram.
     incidents: Mutex<HashMap<String, Timestamp>>,
+    /// Workflow steps running per session: a gateway denial then belongs to the step
+    /// (its dead letter counts the block once).
+    steps_in_flight: Mutex<HashMap<SessionId, usize>>,
+}
+
+/// Marks a workflow step as running in a session until dropped.
+#[derive(Debug)]
+pub struct StepInFlight {
+    telemetry: Telemetry,
+    session_id: Option<SessionId>,
+}
+
+impl Drop for StepInFlight {
+    fn drop(&mut self) {
+        if let Some(id) = self.session_id {
+            let mut steps = lock(&self.telemetry.inner.steps_in_flight);
+            if let Some(count) = steps.get_mut(&id) {
+                *count -= 1;
+                if *count == 0 {
+                    steps.remove(&id);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -98,6 +124,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How a block fact names an egress decision: its session and instant (the decision's
+/// `seq` is only assigned when the store writes it, after the gateway reports it).
+pub fn block_reference(decision: &EgressDecision) -> String {
+    format!(
+        "egress:{}@{}",
+        decision.session_id,
+        decision.at.unix_micros()
+    )
 }
 
 /// Whether an egress decision is a policy block (not an upstream failure, nor a
@@ -130,6 +166,7 @@ impl Telemetry {
                 sessions: Mutex::new(HashMap::new()),
                 meters: Mutex::new(HashMap::new()),
                 incidents: Mutex::new(HashMap::new()),
+                steps_in_flight: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -174,6 +211,17 @@ impl Telemetry {
     /// Remembers a session's attribution (its tenant, class and run).
     pub fn note_session(&self, session: &Session) {
         lock(&self.inner.sessions).insert(session.id, SessionInfo::of(session));
+    }
+
+    /// Marks a workflow step running in `session_id` until the guard drops.
+    pub fn step_in_flight(&self, session_id: Option<SessionId>) -> StepInFlight {
+        if let Some(id) = session_id {
+            *lock(&self.inner.steps_in_flight).entry(id).or_default() += 1;
+        }
+        StepInFlight {
+            telemetry: self.clone(),
+            session_id,
+        }
     }
 
     /// Whether this node saw the session's sandbox or gateway busy after `since`.
@@ -337,6 +385,7 @@ impl Telemetry {
         run_id: Option<RunId>,
         step: Option<&str>,
         source: &'static str,
+        at: Timestamp,
     ) {
         if outcome == "false_positive" {
             metrics::counter!(
@@ -346,7 +395,7 @@ impl Telemetry {
             )
             .increment(1);
         }
-        let mut fact = Fact::new(tenant_id, FactKind::BlockReview, Timestamp::now());
+        let mut fact = Fact::new(tenant_id, FactKind::BlockReview, at);
         fact.reference = Some(reference);
         fact.outcome = Some(outcome.to_owned());
         fact.run_id = run_id;
@@ -366,6 +415,7 @@ impl Telemetry {
             let mut meters = lock(&self.inner.meters);
             for d in decisions {
                 let meter = meters.entry(d.session_id).or_default();
+                meter.tenant_id = Some(d.tenant_id);
                 meter.egress_requests += 1;
                 meter.egress_bytes += d.bytes_sent + d.bytes_received;
                 *by_tenant.entry(d.tenant_id).or_default() += 1;
@@ -379,7 +429,11 @@ impl Telemetry {
             )
             .increment(count);
         }
-        for d in decisions.iter().filter(|d| is_policy_block(d)) {
+        let in_steps: Vec<SessionId> = lock(&self.inner.steps_in_flight).keys().copied().collect();
+        for d in decisions
+            .iter()
+            .filter(|d| is_policy_block(d) && !in_steps.contains(&d.session_id))
+        {
             let info = self.session_info(d.session_id);
             self.block(
                 d.tenant_id,
@@ -390,7 +444,7 @@ impl Telemetry {
                 "egress",
                 d.reason.as_str(),
                 format!("{}:{}", d.host, d.port),
-                format!("egress:{}", d.seq),
+                block_reference(d),
                 d.at,
             );
         }
@@ -532,16 +586,24 @@ impl Telemetry {
                 seen.push(session_id);
             }
         }
-        let pending: Vec<SessionId> = lock(&self.inner.meters)
+        let pending: Vec<(SessionId, Option<TenantId>)> = lock(&self.inner.meters)
             .iter()
             .filter(|(id, m)| m.egress_requests > 0 && !seen.contains(id))
-            .map(|(id, _)| *id)
+            .map(|(id, m)| (*id, m.tenant_id))
             .collect();
-        for session_id in pending {
-            if let Some(info) = self.session_info(session_id) {
+        for (session_id, tenant_id) in pending {
+            let info = match (self.session_info(session_id), tenant_id) {
+                (Some(info), _) => Some(info),
+                (None, Some(tenant)) => self.info_or_load(tenant, session_id).await,
+                (None, None) => None,
+            };
+            if let Some(info) = info {
                 self.sample(session_id, &info, None, now);
             }
         }
+        // Sessions closed with the gateway's last counts arriving after their final
+        // sample: flushed above, now forgotten.
+        lock(&self.inner.meters).retain(|_, m| m.egress_requests > 0 || m.sampled_at.is_some());
     }
 
     async fn info_or_load(&self, tenant_id: TenantId, id: SessionId) -> Option<SessionInfo> {
@@ -549,7 +611,9 @@ impl Telemetry {
             return Some(info);
         }
         let session = self.inner.store.get_session(tenant_id, id).await.ok()??;
-        self.note_session(&session);
+        if session.phase != cordon_core::Phase::Closed {
+            self.note_session(&session);
+        }
         Some(SessionInfo::of(&session))
     }
 

@@ -676,6 +676,8 @@ async fn read_chunked<R: tokio::io::AsyncBufRead + Unpin>(
 #[async_trait]
 impl StepRunner for ControlRunner {
     async fn run(&self, request: StepRequest, heartbeat: Heartbeat) -> Outcome {
+        // A gateway denial while the step runs is the step's block (its dead letter).
+        let _in_flight = self.control.telemetry().step_in_flight(request.session_id);
         match request.action.clone() {
             StepAction::Exec { argv, env, cwd } => {
                 self.exec(&request, &heartbeat, &argv, &env, cwd.as_ref())
@@ -1037,12 +1039,37 @@ impl StepRunner for ControlRunner {
                 class.clone(),
                 "step",
                 &letter.reason,
-                format!("step:{}", letter.step),
+                destination(&letter.summary).unwrap_or_else(|| format!("step:{}", letter.step)),
                 format!("dlq:{}", letter.id),
                 letter.created_at,
             );
         }
     }
+}
+
+/// The `host:port` a dead letter's request went to, from its summary (an `http` step's
+/// URL, or the egress an `exec` step was denied).
+fn destination(summary: &str) -> Option<String> {
+    let summary: Value = serde_json::from_str(summary).ok()?;
+    if let (Some(host), Some(port)) = (
+        summary["egress"]["host"].as_str(),
+        summary["egress"]["port"].as_u64(),
+    ) {
+        return Some(format!("{host}:{port}"));
+    }
+    let url = summary["url"].as_str()?;
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    if authority.contains(':') && !authority.ends_with(']') {
+        return Some(authority.to_owned());
+    }
+    let port = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    Some(format!("{authority}:{port}"))
 }
 
 /// Whether the run created the session it runs in.

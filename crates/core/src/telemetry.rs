@@ -60,7 +60,7 @@ pub enum FactKind {
     /// or `failed`, `reason` the failure's code.
     Tool,
     /// A policy blocked an action: `subject` is the destination (`host:port`) or the
-    /// step, `reason` the code, `reference` what was blocked (`egress:<seq>`,
+    /// step, `reason` the code, `reference` what was blocked (`egress:<session>@<micros>`,
     /// `dlq:<id>`), `outcome` the source (`egress` or `step`).
     Block,
     /// A block reviewed: `reference` names the block, `outcome` is `false_positive`

@@ -264,12 +264,13 @@ fn add(acc: &mut Acc, fact: &Fact, false_positive: &HashSet<String>, prices: &Pr
                 .as_ref()
                 .is_some_and(|r| false_positive.contains(r));
             acc.blocks.push((fact.clone(), fp));
-            let egress = fact.outcome.as_deref() == Some("egress");
-            if egress {
+            let reason = fact.reason.clone().unwrap_or_default();
+            // Egress denials, whether a request of the sandbox or of a step.
+            if reason.starts_with("EGRESS_") {
                 let destination = fact.subject.clone().unwrap_or_default();
-                let reason = fact.reason.clone().unwrap_or_default();
                 *acc.denials.entry((reason, destination)).or_default() += 1;
-            } else {
+            }
+            if fact.outcome.as_deref() != Some("egress") {
                 // A blocked step is a governed action that left no tool fact.
                 acc.governed += 1;
             }

@@ -213,11 +213,12 @@ pub(crate) async fn egress_false_positive(
     }
     state.control().telemetry().block_review(
         caller.tenant_id(),
-        format!("egress:{seq}"),
+        cordon_control::telemetry::block_reference(&decision),
         "false_positive",
         None,
         None,
         "egress",
+        Timestamp::now(),
     );
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
@@ -247,6 +248,7 @@ pub(crate) async fn dlq_false_positive(
         Some(entry.run_id),
         Some(&entry.step),
         "step",
+        Timestamp::now(),
     );
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

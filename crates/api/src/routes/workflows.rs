@@ -914,6 +914,8 @@ async fn resolve(
             by: caller.actor(),
         }
     };
+    // Before the command: the redriven step may succeed before this handler goes on.
+    let asked_at = Timestamp::now();
     command(&state, &caller, &run, cmd).await?;
     if redrive {
         // Counts as a false positive once the step then succeeds (docs/metrics.md).
@@ -924,6 +926,7 @@ async fn resolve(
             Some(entry.run_id),
             Some(&entry.step),
             "step",
+            asked_at,
         );
     }
     Ok(axum::Json(dead_letter_body(

@@ -24,6 +24,7 @@ mod evidence;
 mod exit_codes;
 mod idempotency;
 mod lifecycle;
+mod metrics;
 mod process;
 mod sandbox;
 mod tenancy;
