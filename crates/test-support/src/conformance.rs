@@ -29,7 +29,9 @@ use uuid::Uuid;
 use crate::TestStore;
 use crate::fixtures::{self, at, at_micros};
 
+mod telemetry;
 mod workflow;
+pub use telemetry::*;
 pub use workflow::*;
 
 /// The lease time-to-live the checks use unless they say otherwise.

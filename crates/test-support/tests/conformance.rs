@@ -110,4 +110,7 @@ conformance_tests![
     workflow_concurrent_claims,
     workflow_dead_letters_through_update_run,
     workflow_schedules_crud_and_advance,
+    telemetry_facts_append_list,
+    telemetry_stored_bytes_window,
+    telemetry_idle_sessions_and_outcomes,
 ];
