@@ -87,6 +87,9 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
         method = %method,
         route = %route,
         principal = tracing::field::Empty,
+        status = tracing::field::Empty,
+        otel.link_seed = tracing::field::Empty,
+        otel.error = tracing::field::Empty,
     );
     let started = Instant::now();
     let mut response = {
@@ -98,6 +101,10 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    span.record("status", status);
+    if status >= 500 {
+        span.record("otel.error", true);
+    }
     span.in_scope(|| {
         tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "served");
     });
@@ -114,4 +121,13 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// Nanoseconds since the Unix epoch, `ago` before now: the start of a span recorded
+/// when its work ended.
+pub fn unix_nanos_ago(ago: std::time::Duration) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.saturating_sub(ago).as_nanos()).unwrap_or(0)
 }

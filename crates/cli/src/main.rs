@@ -14,6 +14,7 @@ mod client;
 mod egress;
 mod egress_client;
 mod exit;
+mod otlp;
 mod report;
 mod sandbox_client;
 mod serve;

@@ -123,6 +123,10 @@ pub struct ServeArgs {
     /// `<data-dir>/reports`).
     #[arg(long, env = "CORDON_REPORT_DIR")]
     report_dir: Option<PathBuf>,
+    /// Export traces over OTLP/HTTP (JSON) to this collector, e.g. http://127.0.0.1:4318
+    /// (spans go to `/v1/traces`); also read from OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, env = "CORDON_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Telemetry: prices, objectives, metering, idle timeouts and the weekly export.
@@ -253,21 +257,49 @@ pub const TOKEN_FILE: &str = "bootstrap-admin.token";
 const LEASE_TTL: Duration = Duration::from_secs(30);
 
 pub(crate) fn init_logging(format: LogFormat) {
+    init_logging_with(format, None);
+}
+
+/// Logging to stderr per `RUST_LOG`, and, with `otlp_endpoint`, traces over OTLP (their
+/// own filter: `RUST_LOG` quieting the log does not stop the traces).
+pub(crate) fn init_logging_with(format: LogFormat, otlp_endpoint: Option<&str>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a terminal: a log file or journald would get raw escape codes.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let fmt: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    let otlp = otlp_endpoint.map(|endpoint| {
+        let node = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "cordon".to_owned());
+        crate::otlp::layer(endpoint, &node).with_filter(tracing_subscriber::filter::filter_fn(
+            |m| m.is_span() && crate::otlp::EXPORTED.contains(&m.name()),
+        ))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otlp)
+        .try_init();
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
+    let otlp = args
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .filter(|e| !e.is_empty());
+    init_logging_with(args.log_format, otlp.as_deref());
+    if let Some(endpoint) = &otlp {
+        tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
+    }
     let artifacts = match artifact_settings(&args) {
         Ok(settings) => settings,
         Err(error) => {

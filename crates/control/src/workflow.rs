@@ -341,8 +341,19 @@ impl ControlRunner {
                 .field("step", request.step.clone()),
             )
             .await;
+        let ok = outcome.exit_code == 0 && outcome.reason.is_none();
+        // A span of the command, under the step's (its start is set back by its
+        // duration: it is made when the command has ended).
+        drop(tracing::info_span!(
+            "exec",
+            otel.start_unix_nanos = unix_nanos_ago(Duration::from_millis(outcome.duration_ms)),
+            otel.error = !ok,
+            session = %session.id,
+            exit_code = outcome.exit_code,
+            reason = outcome.reason.map_or("", |r| r.as_str()),
+        ));
         let output = json!({"exit_code": outcome.exit_code, "stdout": stdout, "stderr": stderr});
-        if outcome.exit_code == 0 && outcome.reason.is_none() {
+        if ok {
             return Outcome::Succeeded(output);
         }
         // An egress denial of this session while the command ran: a policy failure.
@@ -460,11 +471,12 @@ impl ControlRunner {
             tenant_id: session.tenant_id,
             session_id: session.id,
         };
-        let serve = tokio::spawn(async move {
+        // In the step's span, so the gateway's decision is traced under the step.
+        let serve = tokio::spawn(tracing::Instrument::in_current_span(async move {
             gateway
                 .serve_connection(key, Box::new(server), Entry::Proxy)
                 .await;
-        });
+        }));
         let result = exchange(client, head.into_bytes(), body).await;
         serve.abort();
         let (status, response_headers, response_body) = match result {
@@ -1099,4 +1111,12 @@ fn session_action(text: &str) -> Option<SessionAction> {
         "close" => SessionAction::Close,
         _ => return None,
     })
+}
+
+/// Nanoseconds since the Unix epoch, `ago` before now.
+fn unix_nanos_ago(ago: Duration) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.saturating_sub(ago).as_nanos()).unwrap_or(0)
 }

@@ -498,6 +498,21 @@ impl Conn<'_> {
     /// Records a decision; a denial is durable before the caller answers the client.
     async fn record(&self, decision: EgressDecision) {
         let reason = decision.reason.as_str();
+        // A span of the decision, under whatever runs the request (a workflow step's
+        // http call), from the decision's instant.
+        drop(tracing::info_span!(
+            "egress.decision",
+            otel.start_unix_nanos = u64::try_from(decision.at.unix_micros()).unwrap_or(0) * 1_000,
+            otel.error = decision.reason != ReasonCode::EgressAllowed,
+            session = %decision.session_id,
+            host = %decision.host,
+            port = decision.port,
+            reason,
+            mode = %decision.mode,
+            status = decision.status.unwrap_or(0),
+            bytes_sent = decision.bytes_sent,
+            bytes_received = decision.bytes_received,
+        ));
         metrics::counter!("cordon_egress_decisions_total", "reason" => reason, "mode" => decision.mode.clone())
             .increment(1);
         metrics::counter!("cordon_egress_bytes_total", "direction" => "sent")

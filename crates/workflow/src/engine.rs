@@ -713,6 +713,17 @@ impl Engine {
                     task.abort();
                 }
                 let _ = self.inner.finished.send((run.id, run.status));
+                // The run's root span, from its creation to now (its steps are under it).
+                drop(tracing::info_span!(
+                    "run",
+                    otel.trace_seed = %run.id,
+                    otel.root = true,
+                    otel.start_unix_nanos = u64::try_from(run.created_at.unix_micros()).unwrap_or(0) * 1_000,
+                    otel.error = run.status != RunStatus::Succeeded,
+                    run = %run.id,
+                    workflow = %run.name,
+                    status = run.status.as_str(),
+                ));
                 if state.owns_session
                     && let Some(session) = run.session_id
                 {
@@ -802,25 +813,47 @@ impl Engine {
                 launch: launch.clone(),
             };
             let timeout = request.timeout;
-            let task = tokio::spawn(async move {
-                let outcome =
-                    match tokio::time::timeout(timeout, runner.run(request, heartbeat)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => Outcome::Failed {
-                            error: StepError {
-                                class: FailureClass::Timeout,
-                                reason: ReasonCode::StepTimeout.as_str().to_owned(),
-                                message: format!(
-                                    "the attempt ran longer than its timeout ({} ms)",
-                                    timeout.as_millis()
-                                ),
-                                exit_code: None,
+            let span = tracing::info_span!(
+                "step",
+                otel.trace_seed = %run.id,
+                otel.error = tracing::field::Empty,
+                run = %run.id,
+                workflow = %run.name,
+                step = %launch.step,
+                attempt = launch.attempt,
+                compensation = launch.compensation.is_some(),
+                outcome = tracing::field::Empty,
+            );
+            let step_span = span.clone();
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let outcome =
+                        match tokio::time::timeout(timeout, runner.run(request, heartbeat)).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => Outcome::Failed {
+                                error: StepError {
+                                    class: FailureClass::Timeout,
+                                    reason: ReasonCode::StepTimeout.as_str().to_owned(),
+                                    message: format!(
+                                        "the attempt ran longer than its timeout ({} ms)",
+                                        timeout.as_millis()
+                                    ),
+                                    exit_code: None,
+                                },
+                                summary: None,
                             },
-                            summary: None,
-                        },
+                        };
+                    match &outcome {
+                        Outcome::Succeeded(_) => step_span.record("outcome", "succeeded"),
+                        Outcome::Failed { error, .. } => {
+                            step_span.record("otel.error", true);
+                            step_span.record("outcome", error.reason.as_str())
+                        }
                     };
-                let _ = tx.send(Event::Done(launch, outcome));
-            });
+                    let _ = tx.send(Event::Done(launch, outcome));
+                },
+                span,
+            ));
             in_flight.insert(slot, task);
         }
     }

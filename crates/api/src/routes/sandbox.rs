@@ -263,6 +263,14 @@ impl ExecEvidence {
 
     async fn outcome(&self, outcome: &ExecOutcome) {
         let ok = outcome.exit_code == 0 && outcome.reason.is_none();
+        drop(tracing::info_span!(
+            "exec",
+            otel.start_unix_nanos = crate::telemetry::unix_nanos_ago(Duration::from_millis(outcome.duration_ms)),
+            otel.error = !ok,
+            session = %self.session.id,
+            exit_code = outcome.exit_code,
+            reason = outcome.reason.map_or("", |r| r.as_str()),
+        ));
         self.control
             .telemetry()
             .exec(&self.session, ok, outcome.reason);

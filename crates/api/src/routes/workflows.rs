@@ -377,6 +377,8 @@ pub(crate) async fn start_run(
     } else {
         StatusCode::OK
     };
+    // The request's trace links to the run's (docs/metrics.md, Traces).
+    tracing::Span::current().record("otel.link_seed", run.id.to_string());
     Ok((status, axum::Json(run_body(&run))))
 }
 

@@ -25,6 +25,7 @@ mod exit_codes;
 mod idempotency;
 mod lifecycle;
 mod metrics;
+mod otlp;
 mod process;
 mod sandbox;
 mod tenancy;
