@@ -194,14 +194,23 @@ pub async fn chores(control: Control, report_dir: PathBuf) {
     let meter = control
         .telemetry()
         .spawn_meter(control.sandboxes().cloned());
+    let idle_every = Duration::from_secs(
+        control
+            .telemetry()
+            .config()
+            .meter_interval_seconds
+            .clamp(1, SLO_EVERY.as_secs()),
+    );
     let mut slo_tick = tokio::time::interval(SLO_EVERY);
+    let mut idle_tick = tokio::time::interval(idle_every);
     let mut export_tick = tokio::time::interval(EXPORT_EVERY);
-    slo_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    export_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for tick in [&mut slo_tick, &mut idle_tick, &mut export_tick] {
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     loop {
         tokio::select! {
-            _ = slo_tick.tick() => {
-                control.export_slo_gauges().await;
+            _ = slo_tick.tick() => control.export_slo_gauges().await,
+            _ = idle_tick.tick() => {
                 let closed = control.close_idle_sessions().await;
                 if closed > 0 {
                     tracing::info!(closed, "closed idle sessions");

@@ -377,6 +377,7 @@ impl Telemetry {
 
     /// A block reviewed: `false_positive` by an operator, or `redriven` (a dead letter
     /// redriven; `step` names its step).
+    #[allow(clippy::too_many_arguments)]
     pub fn block_review(
         &self,
         tenant_id: TenantId,

@@ -467,7 +467,7 @@ pub struct Incident {
 
 /// Incidents from tool facts `(at, seq, key, ok)`, in any order.
 pub fn incidents(tool: &mut [(Timestamp, i64, String, bool)]) -> Vec<Incident> {
-    tool.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    tool.sort_by_key(|t| (t.0, t.1));
     let mut open: HashMap<&str, usize> = HashMap::new();
     let mut all: Vec<Incident> = Vec::new();
     for (at, _, key, ok) in tool.iter() {

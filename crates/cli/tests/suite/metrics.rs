@@ -19,7 +19,10 @@ use super::workflow_scenarios::{
 };
 use super::{Backend, Place, on_both_backends};
 
-on_both_backends!(sre_metrics_match_what_the_api_shows);
+on_both_backends!(
+    sre_metrics_match_what_the_api_shows,
+    idle_sessions_close_with_the_policy_outcome,
+);
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 /// Prices far from the defaults, so a formula that ignored them would show.
@@ -579,4 +582,56 @@ fn block_on_text(s: &Sandboxed, path: &str) -> String {
     let (status, bytes) = s.request(Method::GET, path, &[], None, None);
     assert_eq!(status, 200, "{path}");
     String::from_utf8(bytes).unwrap()
+}
+
+/// A session left idle longer than the configured timeout is closed by the server with
+/// the configured outcome, and says why in its event log; the closes count in the
+/// metrics like any other.
+fn idle_sessions_close_with_the_policy_outcome(backend: Backend) {
+    let up = Recorder::start(Duration::ZERO);
+    let files = tempfile::tempdir().unwrap();
+    let mut args = server_args(&files, &up);
+    let config = files.path().join("telemetry.json");
+    std::fs::write(
+        &config,
+        json!({"session_idle_timeout_seconds": 2, "timeout_outcome": "failed",
+               "meter_interval_seconds": 1})
+        .to_string(),
+    )
+    .unwrap();
+    args.extend([
+        "--telemetry-config".to_owned(),
+        config.to_str().unwrap().to_owned(),
+    ]);
+    let s = start(Place::with_sandboxes(backend), &args);
+    let idle = s.active_session("default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let closed = loop {
+        let session = ok_json(&s, &format!("/v1/sessions/{idle}"));
+        if session["phase"] == "closed" {
+            break session;
+        }
+        assert!(Instant::now() < deadline, "still {session}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(closed["outcome"], "failed", "{closed}");
+    let events = ok_json(&s, &format!("/v1/sessions/{idle}/events"));
+    let last = events["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "system", "{last}");
+    assert!(last["reason"].as_str().unwrap().contains("idle"), "{last}");
+    let metrics = ok_json(&s, "/v1/metrics/sre?group_by=none");
+    assert_eq!(metrics["total"]["sessions"]["failed"], 1, "{metrics}");
+
+    // A bad telemetry file stops the server from starting, naming the field.
+    let bad = files.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"slos": [{"slo": "session_completion", "objective": 1.5}]}"#,
+    )
+    .unwrap();
+    let mut place = Place::new(backend);
+    let (status, log) =
+        place.serve_expecting_exit(&["--telemetry-config", bad.to_str().unwrap()], &[]);
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("slos[0].objective"), "{log}");
 }
