@@ -622,6 +622,22 @@ fn idle_sessions_close_with_the_policy_outcome(backend: Backend) {
     let metrics = ok_json(&s, "/v1/metrics/sre?group_by=none");
     assert_eq!(metrics["total"]["sessions"]["failed"], 1, "{metrics}");
 
+    // At start the server wrote each tenant's report of the last complete week into
+    // its export location (`<data-dir>/reports/<tenant>/<week>.{html,md,json}`).
+    let week = cordon_telemetry::IsoWeek::last_complete(Timestamp::now()).to_string();
+    let reports = s.server.place().data_dir().join("reports");
+    let tenants: Vec<_> = std::fs::read_dir(&reports)
+        .unwrap_or_else(|e| panic!("{}: {e}", reports.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(tenants.len(), 1, "{tenants:?}");
+    for ext in ["html", "md", "json"] {
+        let file = tenants[0].join(format!("{week}.{ext}"));
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(text.contains(&week), "{}", file.display());
+    }
+
     // A bad telemetry file stops the server from starting, naming the field.
     let bad = files.path().join("bad.json");
     std::fs::write(
