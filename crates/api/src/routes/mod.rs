@@ -2,6 +2,7 @@
 //! it to the router and to the OpenAPI document in one step, so the two cannot drift.
 
 mod artifacts;
+mod console;
 mod egress;
 mod keys;
 mod metrics;
@@ -43,6 +44,7 @@ use crate::error::ApiError;
         (name = "egress", description = "Egress policy, secrets, credential leases, decisions"),
         (name = "artifacts", description = "Workspace versions, the evidence log, signed releases"),
         (name = "workflows", description = "Workflow definitions, runs and their journals, durable steps, the dead-letter queue, schedules"),
+        (name = "console", description = "The web console's page and assets (no key needed; the page asks for one)"),
         (name = "metrics", description = "SRE metrics, SLOs, the weekly report, false-positive marks on policy blocks"),
     )
 )]
@@ -65,7 +67,9 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
-        .routes(routes!(system::openapi_json));
+        .routes(routes!(system::openapi_json))
+        .routes(routes!(console::index))
+        .routes(routes!(console::file));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant))

@@ -130,7 +130,9 @@ async fn call(client: &Client, method: &str, path: &str) -> Reply {
         .replace("{index}", "0")
         .replace("{reference}", "some-workflow")
         .replace("{step}", "some-step")
-        .replace("{path}", "some/file.txt");
+        .replace("{path}", "some/file.txt")
+        .replace("{seq}", "1")
+        .replace("{file}", "app.js");
     assert!(!filled.contains('{'), "unfilled path parameter in {path}");
     let request = client.request(method.clone(), &filled);
     let request = if method == Method::POST {

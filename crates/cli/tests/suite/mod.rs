@@ -18,6 +18,7 @@ use tempfile::TempDir;
 
 mod artifacts;
 mod bootstrap;
+mod console;
 mod durability;
 mod egress;
 mod evidence;
