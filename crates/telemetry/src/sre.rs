@@ -207,7 +207,8 @@ pub fn compute(input: Input<'_>, group_by: GroupBy) -> SreMetrics {
     let mut total = Acc::default();
     let false_positive = false_positives(input.later);
     for fact in input.facts {
-        if fact.at < input.from || fact.at >= input.to {
+        // Reviews only mark blocks (through `later`); they make no group of their own.
+        if fact.at < input.from || fact.at >= input.to || fact.kind == FactKind::BlockReview {
             continue;
         }
         let key = group_by.key(&fact.tenant_id.to_string(), fact.workload_class.as_deref());

@@ -354,6 +354,11 @@ fn sre_metrics_match_what_the_api_shows(backend: Backend) {
         .iter()
         .map(|g| (g["key"].as_str().unwrap().to_owned(), g.clone()))
         .collect();
+    assert_eq!(
+        groups.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["default", "tight"],
+        "one group per workload class, no other"
+    );
     for (class, counts) in &outcomes {
         let g = &groups[class]["sessions"];
         let total: u64 = counts.values().sum();
