@@ -38,6 +38,7 @@ macro_rules! backend_tests {
 mod auth;
 mod bad_input;
 mod concurrency;
+mod deploy_files;
 mod egress;
 mod idempotency;
 mod lifecycle;
