@@ -138,7 +138,17 @@ fn pct(value: Option<f64>) -> String {
 }
 
 fn money(currency: &str, value: f64) -> String {
-    format!("{value:.4} {currency}")
+    format!("{} {currency}", amount(value))
+}
+
+/// Two decimals, or six significant ones for small amounts (a test week's cost is a
+/// fraction of a cent).
+fn amount(value: f64) -> String {
+    if value != 0.0 && value.abs() < 0.01 {
+        format!("{value:.6}")
+    } else {
+        format!("{value:.2}")
+    }
 }
 
 fn secs(value: Option<f64>) -> String {
@@ -191,14 +201,14 @@ fn sections(r: &WeeklyReport) -> Vec<(&'static str, Vec<Row>)> {
         },
         Row {
             label: "CPU seconds",
-            this: format!("{:.1}", t.cost.cpu_seconds),
-            previous: format!("{:.1}", p.cost.cpu_seconds),
+            this: amount(t.cost.cpu_seconds),
+            previous: amount(p.cost.cpu_seconds),
             change: change(t.cost.cpu_seconds, p.cost.cpu_seconds),
         },
         Row {
             label: "Memory GiB-seconds",
-            this: format!("{:.1}", t.cost.memory_gib_seconds),
-            previous: format!("{:.1}", p.cost.memory_gib_seconds),
+            this: amount(t.cost.memory_gib_seconds),
+            previous: amount(p.cost.memory_gib_seconds),
             change: change(t.cost.memory_gib_seconds, p.cost.memory_gib_seconds),
         },
         count_row("Egress bytes", t.cost.egress_bytes, p.cost.egress_bytes),
@@ -362,8 +372,13 @@ pub fn markdown(r: &WeeklyReport) -> String {
     for d in &r.days {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.4} |",
-            d.date, d.sessions_succeeded, d.sessions_failed, d.runs_completed, d.blocks, d.cost
+            "| {} | {} | {} | {} | {} | {} |",
+            d.date,
+            d.sessions_succeeded,
+            d.sessions_failed,
+            d.runs_completed,
+            d.blocks,
+            amount(d.cost)
         );
     }
     out
@@ -455,7 +470,7 @@ fn fmt_num(v: f64) -> String {
     if v.fract().abs() < 1e-9 && v.abs() < 1e12 {
         format!("{v:.0}")
     } else {
-        format!("{v:.4}")
+        amount(v)
     }
 }
 

@@ -38,9 +38,14 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(at) = text[i..].find("cordon_") {
         let start = i + at;
-        let preceded = start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let preceded =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_') {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
             end += 1;
         }
         if !preceded {
@@ -66,7 +71,9 @@ fn emitted() -> BTreeSet<String> {
                 let text = std::fs::read_to_string(&path).unwrap();
                 for literal in text.split('"').skip(1).step_by(2) {
                     if literal.starts_with("cordon_")
-                        && literal.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                        && literal
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                     {
                         names.insert(literal.to_owned());
                     }
@@ -79,9 +86,10 @@ fn emitted() -> BTreeSet<String> {
 
 fn known(name: &str, emitted: &BTreeSet<String>) -> bool {
     emitted.contains(name)
-        || ["_bucket", "_sum", "_count"]
-            .iter()
-            .any(|suffix| name.strip_suffix(suffix).is_some_and(|base| emitted.contains(base)))
+        || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|base| emitted.contains(base))
+        })
 }
 
 #[test]
@@ -93,16 +101,24 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
 #[test]
 fn the_dashboard_and_rules_name_only_metrics_the_server_emits() {
     let emitted = emitted();
-    assert!(emitted.contains("cordon_sessions_closed_total"), "{emitted:?}");
-    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/cordon-alerts.yml")).unwrap();
-    let dashboard_text = std::fs::read_to_string(repo().join("deploy/grafana/cordon-dashboard.json")).unwrap();
+    assert!(
+        emitted.contains("cordon_sessions_closed_total"),
+        "{emitted:?}"
+    );
+    let rules =
+        std::fs::read_to_string(repo().join("deploy/prometheus/cordon-alerts.yml")).unwrap();
+    let dashboard_text =
+        std::fs::read_to_string(repo().join("deploy/grafana/cordon-dashboard.json")).unwrap();
     for (file, text) in [("alert rules", &rules), ("dashboard", &dashboard_text)] {
         for name in metric_names(text) {
             // Label values and ids in the text (the dashboard's uid) are not metrics.
             if name == "cordon_sre" {
                 continue;
             }
-            assert!(known(&name, &emitted), "the {file} name `{name}`, which no code emits");
+            assert!(
+                known(&name, &emitted),
+                "the {file} name `{name}`, which no code emits"
+            );
         }
     }
 

@@ -337,7 +337,24 @@ fn log_in_open_a_session_and_redrive_a_dead_letter_in_a_browser() {
     browser.click("[data-testid=nav-credentials]");
     browser.find("[data-testid=secrets-table]");
 
+    // This week's report, as the HTML a reader gets, rendered by the same browser.
+    let week = cordon_telemetry::IsoWeek::containing(cordon_core::Timestamp::now()).to_string();
+    let (status, html) = s.request(
+        Method::GET,
+        &format!("/v1/reports/weekly?week={week}&format=html"),
+        &[],
+        None,
+        None,
+    );
+    assert_eq!(status, 200);
+    let report = shots.join("weekly-report.html");
+    std::fs::write(&report, &html).unwrap();
+    browser.open(&format!("file://{}", report.display()));
+    browser.wait_text("h1", &week);
+    browser.screenshot(&shots, "weekly-report");
+
     // Logging out forgets the key.
+    browser.open(&ui);
     browser.click("[data-testid=logout]");
     browser.find("[data-testid=login-token]");
     browser.open(&format!("{ui}#/sessions"));
