@@ -39,6 +39,9 @@ enum BenchTarget {
     /// Workflow runs of three no-op steps (engine overhead only) on SQLite and
     /// PostgreSQL, next to DBOS on the same PostgreSQL (needs a Python with `dbos`).
     Workflows(crate::bench_workflows::WorkflowsArgs),
+    /// Recording telemetry facts and computing the SRE metrics, SLOs and the weekly
+    /// report over a week of them, on SQLite and PostgreSQL.
+    Telemetry(crate::bench_telemetry::TelemetryArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,6 +82,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         BenchTarget::Egress(args) => crate::bench_egress::run(args).await,
         BenchTarget::Artifacts(args) => crate::bench_artifacts::run(args).await,
         BenchTarget::Workflows(args) => crate::bench_workflows::run(args).await,
+        BenchTarget::Telemetry(args) => crate::bench_telemetry::run(args).await,
     };
     match result {
         Ok(()) => exit::code(exit::OK),

@@ -9,6 +9,7 @@ mod bench;
 mod bench_artifacts;
 mod bench_egress;
 mod bench_sandbox;
+mod bench_telemetry;
 mod bench_workflows;
 mod client;
 mod egress;

@@ -16,6 +16,10 @@ backend_tests!(
 
 /// The routes the API v1 must have, as (method, path) in the document's spelling.
 const REQUIRED: &[(&str, &str)] = &[
+    ("get", "/v1/metrics/sre"),
+    ("get", "/v1/metrics/slo"),
+    ("get", "/v1/reports/weekly"),
+    ("get", "/ui"),
     ("post", "/v1/workflows"),
     ("post", "/v1/runs"),
     ("get", "/v1/runs/{id}"),
@@ -96,8 +100,15 @@ async fn document_lists_every_required_route(backend: TestBackend) {
             "{method} {path} documents no response"
         );
         // Public system routes opt out of the bearer requirement; the rest inherit it.
-        let public =
-            ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"].contains(&path.as_str());
+        let public = [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/v1/openapi.json",
+            "/ui",
+            "/ui/{file}",
+        ]
+        .contains(&path.as_str());
         if public {
             assert_eq!(operation["security"], json!([{}]), "{method} {path}");
         } else {

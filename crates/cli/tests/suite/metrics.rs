@@ -28,6 +28,24 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 /// Prices far from the defaults, so a formula that ignored them would show.
 const PRICES: (f64, f64, f64, f64) = (0.5, 0.25, 1000.0, 10.0);
 
+/// A server with sandboxes, the recorder's policy (up.test allowed, blocked.test not)
+/// and `config` as its telemetry configuration; the files must outlive it.
+fn start_with_telemetry(
+    backend: Backend,
+    config: Value,
+) -> (Sandboxed, Recorder, tempfile::TempDir) {
+    let up = Recorder::start(Duration::ZERO);
+    let files = tempfile::tempdir().unwrap();
+    let mut args = server_args(&files, &up);
+    let file = files.path().join("telemetry.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    args.extend([
+        "--telemetry-config".to_owned(),
+        file.to_str().unwrap().to_owned(),
+    ]);
+    (start(Place::with_sandboxes(backend), &args), up, files)
+}
+
 fn api(s: &Sandboxed, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     call(s, &s.server.token, method, path, &[], body)
 }
@@ -84,12 +102,8 @@ fn close_to(actual: &Value, expected: f64, tolerance: f64, what: &str) {
 }
 
 fn sre_metrics_match_what_the_api_shows(backend: Backend) {
-    let up = Recorder::start(Duration::ZERO);
-    let files = tempfile::tempdir().unwrap();
-    let mut args = server_args(&files, &up);
-    let config = files.path().join("telemetry.json");
-    std::fs::write(
-        &config,
+    let (s, up, _files) = start_with_telemetry(
+        backend,
         json!({
             "prices": {"currency": "EUR", "cpu_second": PRICES.0, "memory_gib_second": PRICES.1,
                        "egress_gib": PRICES.2, "artifact_gib_day": PRICES.3},
@@ -97,15 +111,8 @@ fn sre_metrics_match_what_the_api_shows(backend: Backend) {
                      {"slo": "recovery", "workload_class": "default", "objective": 0.9,
                       "threshold_seconds": 60}],
             "meter_interval_seconds": 1
-        })
-        .to_string(),
-    )
-    .unwrap();
-    args.extend([
-        "--telemetry-config".to_owned(),
-        config.to_str().unwrap().to_owned(),
-    ]);
-    let s = start(Place::with_sandboxes(backend), &args);
+        }),
+    );
     let mut execs = 0u64;
 
     // Sessions in two classes.
@@ -593,22 +600,11 @@ fn block_on_text(s: &Sandboxed, path: &str) -> String {
 /// the configured outcome, and says why in its event log; the closes count in the
 /// metrics like any other.
 fn idle_sessions_close_with_the_policy_outcome(backend: Backend) {
-    let up = Recorder::start(Duration::ZERO);
-    let files = tempfile::tempdir().unwrap();
-    let mut args = server_args(&files, &up);
-    let config = files.path().join("telemetry.json");
-    std::fs::write(
-        &config,
+    let (s, _up, files) = start_with_telemetry(
+        backend,
         json!({"session_idle_timeout_seconds": 2, "timeout_outcome": "failed",
-               "meter_interval_seconds": 1})
-        .to_string(),
-    )
-    .unwrap();
-    args.extend([
-        "--telemetry-config".to_owned(),
-        config.to_str().unwrap().to_owned(),
-    ]);
-    let s = start(Place::with_sandboxes(backend), &args);
+               "meter_interval_seconds": 1}),
+    );
     let idle = s.active_session("default");
     let deadline = Instant::now() + Duration::from_secs(30);
     let closed = loop {
