@@ -380,6 +380,15 @@ function runPage(id) {
   return shell("runs", h("h1", {}, "Run ", h("code", {}, id)), head, journal);
 }
 
+// What a dead letter's step tried, in one line.
+function describeRequest(summary) {
+  if (!summary || typeof summary !== "object") return String(summary ?? "–");
+  if (summary.method && summary.url) return `${summary.method} ${summary.url}`;
+  if (summary.egress) return `${summary.egress.method ?? ""} ${summary.egress.host}:${summary.egress.port}${summary.egress.path ?? ""}`.trim();
+  if (Array.isArray(summary.argv)) return summary.argv.join(" ");
+  return JSON.stringify(summary);
+}
+
 function deadLetters() {
   const result = h("div", { testid: "dlq-result" });
   const list = h("div");
@@ -396,7 +405,7 @@ function deadLetters() {
     const body = await api("/v1/dlq?status=all&limit=200");
     return table(["Entry", "Run", "Step", "Reason", "Request", "Status", "Created", ""], body.items.map((e) => [
       h("code", {}, e.id), h("a", { href: `#/runs/${e.run_id}` }, h("code", {}, e.run_id)), e.step, e.reason,
-      h("span", { class: "mono" }, JSON.stringify(e.summary)), h("span", { testid: `dlq-status-${e.id}` }, pill(e.status)), when(e.created_at),
+      h("span", { class: "mono wrap" }, describeRequest(e.summary)), h("span", { testid: `dlq-status-${e.id}` }, pill(e.status)), when(e.created_at),
       e.status === "open"
         ? h("span", {},
           h("button", { class: "primary", testid: `redrive-${e.id}`, onclick: () => act(e, "redrive") }, "Redrive"), " ",
