@@ -763,12 +763,15 @@ impl crate::Control {
         to: Timestamp,
     ) -> Result<(Vec<Fact>, Vec<cordon_core::StoredBytes>), cordon_store::StoreError> {
         let store = self.store();
+        // Each run once, however many facts name it.
         let completed: Vec<RunId> = facts
             .iter()
             .filter(|f| {
                 f.kind == FactKind::RunFinished && f.outcome.as_deref() == Some("succeeded")
             })
             .filter_map(|f| f.run_id)
+            .collect::<std::collections::BTreeSet<RunId>>()
+            .into_iter()
             .collect();
         let mut run_usage = Vec::new();
         for chunk in completed.chunks(500) {
