@@ -184,7 +184,7 @@ fn slo_table(value: serde_json::Value) -> String {
     )
 }
 
-/// How often the SLO gauges are recomputed and idle sessions looked for.
+/// The longest time between two SLO gauge updates or idle-session checks.
 const SLO_EVERY: Duration = Duration::from_secs(30);
 /// How often the report directory is checked for a week without its reports.
 const EXPORT_EVERY: Duration = Duration::from_secs(600);
@@ -201,7 +201,8 @@ pub async fn chores(control: Control, report_dir: PathBuf) {
             .meter_interval_seconds
             .clamp(1, SLO_EVERY.as_secs()),
     );
-    let mut slo_tick = tokio::time::interval(SLO_EVERY);
+    // The gauges follow the meter's pace, at least every 30 s.
+    let mut slo_tick = tokio::time::interval(idle_every.min(SLO_EVERY));
     let mut idle_tick = tokio::time::interval(idle_every);
     let mut export_tick = tokio::time::interval(EXPORT_EVERY);
     for tick in [&mut slo_tick, &mut idle_tick, &mut export_tick] {

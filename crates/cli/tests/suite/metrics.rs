@@ -498,6 +498,26 @@ fn sre_metrics_match_what_the_api_shows(backend: Backend) {
         .sum();
     let all_closed: u64 = outcomes.values().flat_map(|c| c.values()).sum();
     assert_eq!(closed_lines as u64, all_closed, "{text}");
+    // The SLO gauges, recomputed at the meter's pace (1 s here).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = block_on_text(&s, "/metrics");
+        if text.contains(
+            r#"cordon_slo_burn_rate{slo="session_completion",workload_class="tight",window="1h"}"#,
+        ) || text.contains(r#"workload_class="tight",slo="session_completion""#)
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SLO gauges for `tight`:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        text.contains("cordon_slo_error_budget_remaining{"),
+        "{text}"
+    );
     for name in [
         "cordon_tool_operations_total{",
         "cordon_policy_blocks_total{",
