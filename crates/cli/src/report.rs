@@ -40,7 +40,7 @@ pub enum MetricsCommand {
         /// RFC 3339 end (default: now).
         #[arg(long)]
         to: Option<String>,
-        /// workload_class, none or tenant.
+        /// workload_class, session, run, none or tenant.
         #[arg(long, default_value = "workload_class")]
         group_by: String,
     },

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use cordon_core::{Fact, FactKind, RunId, SessionOutcome, StoredBytes, Timestamp};
+use cordon_core::{Fact, FactKind, RunId, SessionId, SessionOutcome, StoredBytes, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Prices;
@@ -25,6 +25,10 @@ pub const TOP_DENIALS: usize = 10;
 pub enum GroupBy {
     WorkloadClass,
     Tenant,
+    /// One group per session (facts without one: `none`).
+    Session,
+    /// One group per workflow run (facts of no run: `none`).
+    Run,
     None,
 }
 
@@ -33,9 +37,11 @@ impl GroupBy {
         match text {
             "workload_class" => Ok(GroupBy::WorkloadClass),
             "tenant" => Ok(GroupBy::Tenant),
+            "session" => Ok(GroupBy::Session),
+            "run" => Ok(GroupBy::Run),
             "none" => Ok(GroupBy::None),
             other => Err(format!(
-                "unknown group_by `{other}` (workload_class, tenant, none)"
+                "unknown group_by `{other}` (workload_class, tenant, session, run, none)"
             )),
         }
     }
@@ -44,14 +50,24 @@ impl GroupBy {
         match self {
             GroupBy::WorkloadClass => "workload_class",
             GroupBy::Tenant => "tenant",
+            GroupBy::Session => "session",
+            GroupBy::Run => "run",
             GroupBy::None => "none",
         }
     }
 
-    fn key(self, tenant: &str, class: Option<&str>) -> String {
+    fn key(
+        self,
+        tenant: &str,
+        class: Option<&str>,
+        session: Option<SessionId>,
+        run: Option<RunId>,
+    ) -> String {
         match self {
             GroupBy::WorkloadClass => class.unwrap_or("unknown").to_owned(),
             GroupBy::Tenant => tenant.to_owned(),
+            GroupBy::Session => session.map_or("none".to_owned(), |s| s.to_string()),
+            GroupBy::Run => run.map_or("none".to_owned(), |r| r.to_string()),
             GroupBy::None => "all".to_owned(),
         }
     }
@@ -211,7 +227,12 @@ pub fn compute(input: Input<'_>, group_by: GroupBy) -> SreMetrics {
         if fact.at < input.from || fact.at >= input.to || fact.kind == FactKind::BlockReview {
             continue;
         }
-        let key = group_by.key(&fact.tenant_id.to_string(), fact.workload_class.as_deref());
+        let key = group_by.key(
+            &fact.tenant_id.to_string(),
+            fact.workload_class.as_deref(),
+            fact.session_id,
+            fact.run_id,
+        );
         let group = groups.entry(key).or_default();
         for acc in [&mut *group, &mut total] {
             add(acc, fact, &false_positive, input.prices);
@@ -219,7 +240,12 @@ pub fn compute(input: Input<'_>, group_by: GroupBy) -> SreMetrics {
     }
     for stored in input.stored {
         let gib_days = gib_days(stored, input.from, input.to);
-        let key = group_by.key(&stored.tenant_id.to_string(), Some(&stored.workload_class));
+        let key = group_by.key(
+            &stored.tenant_id.to_string(),
+            Some(&stored.workload_class),
+            Some(stored.session_id),
+            stored.run_id,
+        );
         let group = groups.entry(key).or_default();
         for acc in [&mut *group, &mut total] {
             acc.cost.artifact_gib_days += gib_days;

@@ -29,7 +29,8 @@ pub(crate) struct SreQuery {
     from: Option<String>,
     /// End of the window, RFC 3339, exclusive (default: now).
     to: Option<String>,
-    /// `workload_class` (default), `none`, or `tenant` (the system key: every tenant).
+    /// `workload_class` (default), `session`, `run`, `none`, or `tenant` (the system
+    /// key: every tenant).
     group_by: Option<String>,
 }
 

@@ -467,6 +467,35 @@ fn sre_metrics_match_what_the_api_shows(backend: Backend) {
     assert_eq!(none["groups"].as_array().unwrap().len(), 1);
     assert_eq!(none["groups"][0]["policy_blocks"], total["policy_blocks"]);
 
+    // By session and by run: the incident is a1's; each run has its completion and cost.
+    let by_session = ok_json(&s, "/v1/metrics/sre?group_by=session");
+    let a1_group = by_session["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == a1.as_str())
+        .unwrap_or_else(|| panic!("no group for {a1}: {by_session}"));
+    assert_eq!(a1_group["recovery"]["incidents"], 1, "{a1_group}");
+    assert_eq!(a1_group["sessions"]["closed"], 1, "{a1_group}");
+    let by_run = ok_json(&s, "/v1/metrics/sre?group_by=run");
+    let mut per_run = 0.0;
+    for run in [&run_ok, &run_blocked] {
+        let group = by_run["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"] == run.as_str())
+            .unwrap_or_else(|| panic!("no group for {run}: {by_run}"));
+        assert_eq!(group["workflows"]["completed"], 1, "{group}");
+        per_run += group["workflows"]["completed_cost"].as_f64().unwrap();
+    }
+    close_to(
+        &json!(per_run),
+        completed_cost,
+        1e-12,
+        "the runs' costs add up",
+    );
+
     // SLOs: session completion per class, recovery for `default`.
     let slos = ok_json(&s, "/v1/metrics/slo");
     let tight = slos["slos"]
