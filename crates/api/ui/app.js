@@ -32,10 +32,32 @@ function when(ts) {
   return isNaN(d) ? ts : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
 
+// A timestamp for a table cell: on one line.
+function ts(v) {
+  return h("span", { class: "ts" }, when(v));
+}
+
+// A reason code: may wrap after an underscore, never inside a word.
+function code(text) {
+  if (text === null || text === undefined || text === "") return "–";
+  const parts = String(text).split("_");
+  return h("span", { class: "reason" }, parts.flatMap((p, i) => (i ? ["_", h("wbr"), p] : [p])));
+}
+
 function num(v, digits = 2) {
   if (v === null || v === undefined) return "–";
   if (typeof v !== "number") return String(v);
   return Number.isInteger(v) ? v.toLocaleString("en") : v.toFixed(digits);
+}
+
+// Money: two decimals, or three significant digits for amounts under a cent (a test
+// week's cost is a fraction of one).
+function money(v) {
+  if (v === null || v === undefined) return "–";
+  if (v === 0 || Math.abs(v) >= 0.01) return v.toFixed(2);
+  // Three significant digits, written out in full (0.0000000406, not 4.06e-8).
+  const digits = Math.min(12, 2 - Math.floor(Math.log10(Math.abs(v))));
+  return v.toFixed(digits);
 }
 
 function pct(v) {
@@ -121,8 +143,16 @@ function shell(active, ...content) {
   const nav = h("nav", {},
     h("div", { class: "brand" }, "Cordon"),
     NAV.map(([id, label]) => h("a", { href: `#/${id}`, class: id === active ? "active" : "", testid: `nav-${id}` }, label)),
-    h("div", { class: "foot" }, h("button", { testid: "logout", onclick: () => { sessionStorage.removeItem(TOKEN_KEY); location.hash = "#/login"; } }, "Log out")));
+    h("div", { class: "foot" },
+      h("div", { class: "who", testid: "caller" }, "Signed in with key ", h("code", {}, keyHint())),
+      h("button", { testid: "logout", onclick: () => { sessionStorage.removeItem(TOKEN_KEY); location.hash = "#/login"; } }, "Log out")));
   return h("div", { class: "shell" }, nav, h("main", {}, content));
+}
+
+// The signed-in key, by its first and last characters (never the whole token).
+function keyHint() {
+  const token = sessionStorage.getItem(TOKEN_KEY) ?? "";
+  return token.length > 16 ? `${token.slice(0, 7)}…${token.slice(-4)}` : "…";
 }
 
 const routes = [
@@ -200,7 +230,7 @@ function sessions() {
       return table(["Session", "Phase", "Class", "Env", "Outcome", "Created"],
         body.items.map((s) => [
           h("a", { href: `#/sessions/${s.id}`, testid: `session-link-${s.id}` }, h("code", {}, s.id)),
-          pill(s.phase), s.workload_class, s.environment, s.outcome ? pill(s.outcome) : "–", when(s.created_at),
+          pill(s.phase), s.workload_class, s.environment, s.outcome ? pill(s.outcome) : "–", ts(s.created_at),
         ]), "No sessions.");
     }, "sessions-table"));
   };
@@ -233,34 +263,32 @@ function sessionPage(id) {
     const body = await api(`/v1/evidence?session=${id}&kind=exec&limit=200`);
     const ended = body.entries.filter((e) => e.fields.exit_code !== undefined && e.fields.exit_code !== null);
     return table(["At", "Exit", "Duration ms#", "Reason", "Step"], ended.map((e) => [
-      when(e.at), pill(String(e.fields.exit_code), e.fields.exit_code === 0 ? "ok" : "bad"),
-      h("td", { class: "num" }, num(e.fields.duration_ms)), e.fields.reason ?? "–", e.fields.step ?? "–",
+      ts(e.at), pill(String(e.fields.exit_code), e.fields.exit_code === 0 ? "ok" : "bad"),
+      h("td", { class: "num" }, num(e.fields.duration_ms)), code(e.fields.reason), e.fields.step ?? "–",
     ]), "No commands ran.");
   }, "exec-history");
   const processes = section("Processes", async () => {
     const body = await api(`/v1/sessions/${id}/processes`);
     return table(["Pid#", "Command", "State", "Exit", "Started"], body.items.map((p) => [
-      h("td", { class: "num" }, p.pid), h("code", {}, p.argv.join(" ")), pill(p.state), p.exit_code ?? "–", when(p.started_at),
+      h("td", { class: "num" }, p.pid), h("code", {}, p.argv.join(" ")), pill(p.state), p.exit_code ?? "–", ts(p.started_at),
     ]), "No processes.");
   }, "processes");
   const files = section("Files", async () => {
     const body = await api(`/v1/sessions/${id}/files`);
     return table(["Path", "Kind", "Size#", "Modified"], body.items.map((f) => [
-      h("code", {}, f.path), f.kind, h("td", { class: "num" }, num(f.size)), when(f.mtime),
+      h("code", {}, f.path), f.kind, h("td", { class: "num" }, num(f.size)), ts(f.mtime),
     ]), "The workspace is empty.");
   }, "files");
   const versions = section("Versions", async () => {
     const body = await api(`/v1/sessions/${id}/versions`);
     return table(["Version", "Origin", "Summary", "Files#", "Bytes#", "Created"], body.versions.map((v) => [
       h("code", {}, v.id), v.origin, v.summary || "–", h("td", { class: "num" }, num(v.stats.files)),
-      h("td", { class: "num" }, num(v.stats.bytes)), when(v.created_at),
+      h("td", { class: "num" }, num(v.stats.bytes)), ts(v.created_at),
     ]), "No versions.");
   }, "versions");
   const leases = section("Credential leases", async () => {
     const body = await api(`/v1/sessions/${id}/leases`);
-    return table(["Lease", "Secret", "Issued", "Expires", "Revoked"], body.items.map((l) => [
-      h("code", {}, l.id), l.secret_name, when(l.issued_at), when(l.expires_at), l.revoked_at ? when(l.revoked_at) : "–",
-    ]), "No leases.");
+    return leaseTable(body.items, false);
   }, "leases");
   const evidence = section("Evidence (with inclusion proofs)", () => evidenceTable(id), "evidence");
   return shell("sessions", h("h1", {}, "Session ", h("code", {}, id)), head, timeline, execs, evidence, processes, files, versions, leases);
@@ -337,7 +365,7 @@ async function evidenceTable(sessionId) {
       .then(([text, kind]) => status.replaceChildren(pill(text, kind)))
       .catch((err) => status.replaceChildren(pill(err.code ?? "error", "bad")));
     const fields = Object.entries(e.fields).filter(([k]) => k !== "argv_digest").map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ");
-    rows.push([h("td", { class: "num" }, e.index), e.kind, when(e.at), h("span", { class: "mono" }, fields), status]);
+    rows.push([h("td", { class: "num" }, e.index), e.kind, ts(e.at), h("span", { class: "mono" }, fields), status]);
   }
   const head = checkpoint
     ? h("p", { class: "muted" }, `Checked against the signed checkpoint of ${checkpoint.size} entries (root ${checkpoint.root.slice(0, 16)}…).`)
@@ -351,8 +379,8 @@ function runs() {
   return shell("runs", h("h1", {}, "Workflow runs"), section("Runs", async () => {
     const body = await api("/v1/runs?limit=200");
     return table(["Run", "Workflow", "Status", "Reason", "Session", "Created"], body.items.map((r) => [
-      h("a", { href: `#/runs/${r.id}`, testid: `run-link-${r.id}` }, h("code", {}, r.id)), r.name, pill(r.status), r.reason ?? "–",
-      r.session_id ? h("a", { href: `#/sessions/${r.session_id}` }, h("code", {}, r.session_id)) : "–", when(r.created_at),
+      h("a", { href: `#/runs/${r.id}`, testid: `run-link-${r.id}` }, h("code", {}, r.id)), r.name, pill(r.status), code(r.reason),
+      r.session_id ? h("a", { href: `#/sessions/${r.session_id}` }, h("code", {}, r.session_id)) : "–", ts(r.created_at),
     ]), "No runs.");
   }, "runs-table"));
 }
@@ -364,17 +392,17 @@ function runPage(id) {
       h("dl", { class: "kv" },
         h("dt", {}, "workflow"), h("dd", {}, r.name),
         h("dt", {}, "status"), h("dd", { testid: "run-status" }, pill(r.status)),
-        h("dt", {}, "reason"), h("dd", {}, r.reason ? `${r.reason}: ${r.message ?? ""}` : "–"),
+        h("dt", {}, "reason"), h("dd", {}, r.reason ? [code(r.reason), `: ${r.message ?? ""}`] : "–"),
         h("dt", {}, "session"), h("dd", {}, r.session_id ? h("a", { href: `#/sessions/${r.session_id}` }, r.session_id) : "–")),
       h("h2", {}, "Steps"),
       table(["Step", "Status", "Attempt#", "Error"], (r.steps ?? []).concat(r.compensations ?? []).map((s) => [
-        s.name, pill(s.status), h("td", { class: "num" }, s.attempt), s.error ? `${s.error.reason}: ${s.error.message}` : "–",
+        s.name, pill(s.status), h("td", { class: "num" }, s.attempt), s.error ? [code(s.error.reason), `: ${s.error.message}`] : "–",
       ])));
   }, "run-head");
   const journal = section("Journal", async () => {
     const body = await api(`/v1/runs/${id}/journal?limit=1000`);
     return table(["#", "At", "Step", "Attempt#", "Kind", "Reason"], body.items.map((e) => [
-      h("td", { class: "num" }, e.seq), when(e.at), e.step ?? "–", h("td", { class: "num" }, e.attempt), pill(e.kind), e.reason ?? "–",
+      h("td", { class: "num" }, e.seq), ts(e.at), e.step ?? "–", h("td", { class: "num" }, e.attempt), pill(e.kind), code(e.reason),
     ]));
   }, "journal");
   return shell("runs", h("h1", {}, "Run ", h("code", {}, id)), head, journal);
@@ -395,7 +423,10 @@ function deadLetters() {
   const act = async (entry, what) => {
     try {
       const body = await api(`/v1/dlq/${entry.id}/${what}`, { method: "POST" });
-      result.replaceChildren(h("div", { class: "notice" }, `${entry.id}: ${body.status}`));
+      result.replaceChildren(h("div", { class: "notice" },
+        h("code", {}, body.id), ` is ${body.status}`, body.resolved_by ? ` (by ${body.resolved_by})` : "", ". ",
+        what === "redrive" ? "The step runs again: see run " : "The run fails and compensates: see run ",
+        h("a", { href: `#/runs/${body.run_id}` }, h("code", {}, body.run_id)), "."));
     } catch (err) {
       result.replaceChildren(errorBox(err, "dlq-error"));
     }
@@ -403,12 +434,14 @@ function deadLetters() {
   };
   const load = () => list.replaceChildren(section("Dead-letter queue", async () => {
     const body = await api("/v1/dlq?status=all&limit=200");
-    return table(["Entry", "Run", "Step", "Reason", "Request", "Status", "Created", ""], body.items.map((e) => [
-      h("code", {}, e.id), h("a", { href: `#/runs/${e.run_id}` }, h("code", {}, e.run_id)), e.step, e.reason,
-      h("span", { class: "mono wrap" }, describeRequest(e.summary)), h("span", { testid: `dlq-status-${e.id}` }, pill(e.status)), when(e.created_at),
+    return table(["Entry / run", "Step", "Reason", "Request", "Status", "Created / resolved", ""], body.items.map((e) => [
+      [h("code", { class: "id" }, e.id), h("div", { class: "sub" }, "run ", h("a", { href: `#/runs/${e.run_id}` }, h("code", { class: "id" }, e.run_id)))],
+      e.step, code(e.reason),
+      h("span", { class: "mono wrap" }, describeRequest(e.summary)), h("span", { testid: `dlq-status-${e.id}` }, pill(e.status)),
+      [ts(e.created_at), e.resolved_at ? h("div", { class: "sub" }, ts(e.resolved_at), " by ", h("code", {}, e.resolved_by ?? "?")) : null],
       e.status === "open"
-        ? h("span", {},
-          h("button", { class: "primary", testid: `redrive-${e.id}`, onclick: () => act(e, "redrive") }, "Redrive"), " ",
+        ? h("span", { class: "actions" },
+          h("button", { class: "primary", testid: `redrive-${e.id}`, onclick: () => act(e, "redrive") }, "Redrive"),
           h("button", { class: "danger", testid: `discard-${e.id}`, onclick: () => act(e, "discard") }, "Discard"))
         : "",
     ]), "Nothing is waiting: no step was blocked by policy.");
@@ -423,10 +456,10 @@ function egress() {
   return shell("egress", h("h1", {}, "Egress decisions"), section("Latest decisions", async () => {
     const body = await api("/v1/egress/decisions?limit=1000");
     const latest = body.decisions.slice(-200).reverse();
-    return table(["#", "At", "Session", "Request", "Decision", "Status#", "Bytes out/in"], latest.map((d) => [
-      h("td", { class: "num" }, d.seq), when(d.at), h("a", { href: `#/sessions/${d.session_id}` }, h("code", {}, d.session_id.slice(0, 16) + "…")),
-      h("span", { class: "mono" }, `${d.method ?? d.kind} ${d.host}:${d.port}${d.path ?? ""}`), pill(d.reason, d.reason === "EGRESS_ALLOWED" ? "ok" : "bad"),
-      h("td", { class: "num" }, d.status ?? "–"), `${num(d.bytes_sent)} / ${num(d.bytes_received)}`,
+    return table(["#", "At", "Session", "Request", "Decision", "Upstream#"], latest.map((d) => [
+      h("td", { class: "num" }, d.seq), ts(d.at), h("a", { href: `#/sessions/${d.session_id}` }, h("code", { class: "id" }, d.session_id)),
+      h("span", { class: "mono wrap" }, `${d.method ?? d.kind} ${d.host}:${d.port}${d.path ?? ""}`), pill(d.reason, d.reason === "EGRESS_ALLOWED" ? "ok" : "bad"),
+      h("td", { class: "num" }, d.status ?? "–", h("div", { class: "sub" }, `${num(d.bytes_sent)}\u00a0B\u00a0out, ${num(d.bytes_received)}\u00a0B\u00a0in`)),
     ]), "No requests left a sandbox.");
   }, "egress-table"));
 }
@@ -436,11 +469,26 @@ function credentials() {
     h("p", { class: "muted" }, "Metadata only: a secret's value never leaves the server, and is injected only at the egress gateway."),
     section("Secrets", async () => {
       const body = await api("/v1/secrets");
-      return table(["Secret", "Name", "Service class", "Header", "Created"], body.items.map((s) => [
-        h("code", {}, s.id), s.name, s.service_class, s.header, when(s.created_at),
+      return table(["Secret", "Name", "Service class", "Header", "Format", "Created"], body.items.map((s) => [
+        h("code", {}, s.id), s.name, s.service_class, h("code", {}, s.header), h("code", {}, s.format ?? "{secret}"), ts(s.created_at),
       ]), "No secrets.");
     }, "secrets-table"),
-    h("p", { class: "muted" }, "Each session's credential leases are on its page."));
+    section("Credential leases", async () => {
+      const body = await api("/v1/sessions?limit=200");
+      const open = body.items.filter((s) => s.phase !== "closed").slice(0, 50);
+      const lists = await Promise.all(open.map((s) => api(`/v1/sessions/${s.id}/leases`)));
+      return leaseTable(lists.flatMap((l) => l.items), true);
+    }, "leases-table"),
+    h("p", { class: "muted" }, "Leases of sessions that are not closed (closing a session revokes its leases); each session's page lists its own."));
+}
+
+function leaseTable(leases, withSession) {
+  const state = (l) => (l.revoked_at ? pill("revoked", "bad") : l.live ? pill("live", "ok") : pill("expired", "warn"));
+  return table(["Lease", "Secret"].concat(withSession ? ["Session"] : [], ["State", "Issued", "Expires", "Revoked"]), leases.map((l) => [
+    h("code", {}, l.id), l.secret_name,
+    ...(withSession ? [h("a", { href: `#/sessions/${l.session_id}` }, h("code", {}, l.session_id))] : []),
+    state(l), ts(l.issued_at), ts(l.expires_at), l.revoked_at ? [ts(l.revoked_at), h("div", { class: "muted" }, l.revoke_reason ?? "")] : "–",
+  ]), "No leases.");
 }
 
 // ---------- SRE metrics ----------
@@ -508,21 +556,21 @@ function metricsPage() {
           stat("Policy-block rate", pct(t.policy_blocks.block_rate)),
           stat("False-positive ratio", pct(t.policy_blocks.false_positive_ratio)),
           stat("Restore p90", t.artifact_restore.p90_seconds === null ? "–" : `${num(t.artifact_restore.p90_seconds, 3)} s`),
-          stat(`Cost (${cur})`, num(t.cost.total, 4)),
-          stat(`Cost per completed workflow (${cur})`, t.workflows.cost_per_completed === null ? "–" : num(t.workflows.cost_per_completed, 4))),
+          stat(`Cost (${cur})`, money(t.cost.total)),
+          stat(`Cost per completed workflow (${cur})`, money(t.workflows.cost_per_completed))),
         h("div", { class: "row" },
           barChart("Session success rate by workload class", m.groups.map((g) => [g.key, g.sessions.success_rate]), pct),
-          barChart(`Cost by workload class (${cur})`, m.groups.map((g) => [g.key, g.cost.total]), (v) => num(v, 4)),
+          barChart(`Cost by workload class (${cur})`, m.groups.map((g) => [g.key, g.cost.total]), money),
           barChart("Top egress denial causes", t.egress_denials.map((d) => [`${d.destination}`.slice(0, 22), d.count])),
           barChart("Policy blocks by workload class", m.groups.map((g) => [g.key, g.policy_blocks.blocks]))),
         h("h2", {}, "By workload class"),
         table(["Class", "Closed#", "Success", "Incidents#", "MTTR s#", "Blocks#", "Block rate", "Cost#"], m.groups.map((g) => [
           g.key, h("td", { class: "num" }, g.sessions.closed), pct(g.sessions.success_rate), h("td", { class: "num" }, g.recovery.incidents),
           h("td", { class: "num" }, num(g.recovery.mttr_seconds)), h("td", { class: "num" }, g.policy_blocks.blocks), pct(g.policy_blocks.block_rate),
-          h("td", { class: "num" }, num(g.cost.total, 4)),
+          h("td", { class: "num" }, money(g.cost.total)),
         ])),
         h("h2", {}, "Top egress denial causes"),
-        table(["Reason", "Destination", "Count#"], t.egress_denials.map((d) => [d.reason, h("code", {}, d.destination), h("td", { class: "num" }, d.count)]), "No denials."));
+        table(["Reason", "Destination", "Count#"], t.egress_denials.map((d) => [code(d.reason), h("code", {}, d.destination), h("td", { class: "num" }, d.count)]), "No denials."));
     }, "metrics"),
     section("Service-level objectives", async () => {
       const s = await api("/v1/metrics/slo");
@@ -535,17 +583,27 @@ function metricsPage() {
   };
   days.addEventListener("change", load);
   load();
-  return shell("metrics", h("h1", {}, "SRE metrics"), h("div", { class: "row" }, h("label", {}, "Window ", days),
-    h("a", { href: "#/metrics", onclick: (e) => { e.preventDefault(); weeklyReport(); } }, "Open the weekly report")), body);
+  const reportError = h("div");
+  return shell("metrics", h("h1", {}, "SRE metrics"), h("div", { class: "row toolbar" }, h("label", {}, "Window ", days),
+    h("button", { testid: "weekly-report", onclick: () => weeklyReport(reportError) }, "Download the weekly report (HTML)")), reportError, body);
 }
 
-async function weeklyReport() {
+// The last complete week's report, saved as the self-contained HTML page the API makes
+// (opened from here it would inherit this page's CSP, which refuses its inline style).
+async function weeklyReport(errors) {
+  errors.replaceChildren();
   try {
     const response = await fetch("/v1/reports/weekly?format=html", { headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` } });
-    const blob = await response.blob();
-    window.open(URL.createObjectURL(blob), "_blank", "noopener");
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      const e = body.error ?? {};
+      throw new ApiError(response.status, e.code ?? `HTTP_${response.status}`, e.message ?? response.statusText);
+    }
+    const url = URL.createObjectURL(await response.blob());
+    h("a", { href: url, download: "cordon-weekly-report.html" }).click();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
   } catch (err) {
-    alert(`Cannot load the report: ${err.message}`);
+    errors.replaceChildren(errorBox(err, "report-error"));
   }
 }
 

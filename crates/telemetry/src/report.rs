@@ -141,14 +141,15 @@ fn money(currency: &str, value: f64) -> String {
     format!("{} {currency}", amount(value))
 }
 
-/// Two decimals, or six significant ones for small amounts (a test week's cost is a
-/// fraction of a cent).
+/// Two decimals, or three significant digits for amounts under a cent (a test week's
+/// cost is a fraction of one).
 fn amount(value: f64) -> String {
-    if value != 0.0 && value.abs() < 0.01 {
-        format!("{value:.6}")
-    } else {
-        format!("{value:.2}")
+    if value == 0.0 || value.abs() >= 0.01 || !value.is_finite() {
+        return format!("{value:.2}");
     }
+    // Three significant digits, written out in full.
+    let digits = (2.0 - value.abs().log10().floor()).clamp(2.0, 12.0) as usize;
+    format!("{value:.digits$}")
 }
 
 fn secs(value: Option<f64>) -> String {
@@ -632,6 +633,14 @@ mod tests {
         assert!(IsoWeek::parse("2026-48").is_err());
         assert_eq!(IsoWeek::containing(week.start()).to_string(), "2026-W48");
         assert_eq!(IsoWeek::last_complete(week.day(3)).to_string(), "2026-W47");
+    }
+
+    #[test]
+    fn small_amounts_keep_three_significant_digits() {
+        assert_eq!(amount(12.345), "12.35");
+        assert_eq!(amount(0.0), "0.00");
+        assert_eq!(amount(0.004_06), "0.00406");
+        assert_eq!(amount(0.000_000_040_6), "0.0000000406");
     }
 
     #[test]

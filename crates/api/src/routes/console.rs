@@ -45,6 +45,13 @@ pub(crate) async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX)
 }
 
+/// The web console, at `/ui/` too (a path param never matches an empty segment).
+#[utoipa::path(get, path = "/ui/", tag = "console", security(()),
+    responses((status = 200, content_type = "text/html", body = String)))]
+pub(crate) async fn index_dir() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
 /// One of the console's assets: `app.js` or `app.css`.
 #[utoipa::path(get, path = "/ui/{file}", tag = "console", security(()),
     params(("file" = String, Path, description = "app.js or app.css")),
@@ -53,7 +60,7 @@ pub(crate) async fn file(Path(file): Path<String>) -> ApiResult<Response> {
     match file.as_str() {
         "app.js" => Ok(asset("text/javascript; charset=utf-8", SCRIPT)),
         "app.css" => Ok(asset("text/css; charset=utf-8", STYLE)),
-        "" | "index.html" => Ok(asset("text/html; charset=utf-8", INDEX)),
+        "index.html" => Ok(asset("text/html; charset=utf-8", INDEX)),
         _ => Err(ApiError::not_found("console file")),
     }
 }

@@ -69,6 +69,7 @@ fn openapi_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi_json))
         .routes(routes!(console::index))
+        .routes(routes!(console::index_dir))
         .routes(routes!(console::file));
     let authenticated = OpenApiRouter::new()
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))

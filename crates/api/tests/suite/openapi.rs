@@ -106,6 +106,7 @@ async fn document_lists_every_required_route(backend: TestBackend) {
             "/metrics",
             "/v1/openapi.json",
             "/ui",
+            "/ui/",
             "/ui/{file}",
         ]
         .contains(&path.as_str());

@@ -1,8 +1,9 @@
 //! The web console in a real browser: Debian's headless Chromium driven through
-//! chromedriver's W3C WebDriver API. The test logs in with a key (a wrong one first),
-//! opens a session and checks its phase timeline and evidence proofs, redrives a dead
-//! letter from the queue page, and opens the SRE metrics; it saves screenshots of each
-//! page in `CORDON_SCREENSHOT_DIR` when that is set.
+//! chromedriver's W3C WebDriver API. The test checks the assets' headers, logs in with a
+//! key (a wrong one first), opens a session and checks its phase timeline, exec, files,
+//! version and evidence proofs, redrives a dead letter from the queue page, and opens
+//! the run, metrics, egress and credentials pages (a secret's value never reaches the
+//! page); it saves full-page screenshots in `CORDON_SCREENSHOT_DIR` when that is set.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -202,9 +203,37 @@ impl Browser {
         );
     }
 
+    fn script(&self, script: &str) -> Value {
+        self.command(
+            Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    fn set_height(&self, height: u64) {
+        self.command(
+            Method::POST,
+            "/window/rect",
+            Some(json!({"width": 1400, "height": height})),
+        );
+    }
+
+    /// A PNG of the whole page: the window grows to the page's height plus the
+    /// window's own frame (at most 5000 pixels) for the shot, then shrinks back.
     fn screenshot(&self, dir: &Path, name: &str) -> PathBuf {
         use base64::Engine;
+        let height = self
+            .script(
+                "return document.documentElement.scrollHeight \
+                 + window.outerHeight - window.innerHeight",
+            )
+            .as_u64()
+            .unwrap_or(1000)
+            .clamp(1000, 5000);
+        self.set_height(height);
         let png = self.command(Method::GET, "/screenshot", None);
+        self.set_height(1000);
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().unwrap())
             .unwrap();
@@ -233,8 +262,86 @@ fn log_in_open_a_session_and_redrive_a_dead_letter_in_a_browser() {
 
     // Something to look at: a session with a command and a file, and a run whose step
     // the policy blocked, waiting in the dead-letter queue.
+    // The assets need no key and carry a strict policy; an unknown one is the API's 404.
+    let http = reqwest::Client::new();
+    for (path, kind) in [
+        ("/ui", "text/html"),
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let response = block_on(http.get(s.url(path)).send()).unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        assert_eq!(header("cache-control"), "no-cache", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        let csp = header("content-security-policy");
+        for directive in [
+            "script-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+    }
+    let response = block_on(http.get(s.url("/ui/secrets.txt")).send()).unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = block_on(response.json()).unwrap();
+    assert_eq!(body["error"]["code"], "NOT_FOUND", "{body}");
+
     let session = s.active_session("default");
     s.ok(&session, "echo hello > /workspace/hello.txt && echo done");
+    // A version, then active again: the timeline has four events.
+    let (status, body) = call(
+        &s,
+        &token,
+        Method::POST,
+        &format!("/v1/sessions/{session}/checkpoint"),
+        &[],
+        Some(json!({"summary": "after hello", "reason": "console test"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &s,
+        &token,
+        Method::POST,
+        &format!("/v1/sessions/{session}/resume"),
+        &[],
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{body}");
+    // A credential lent to the session: its metadata shows, its value never does.
+    const SECRET_VALUE: &str = "console-test-secret-value-9f3a";
+    let (status, body) = call(
+        &s,
+        &token,
+        Method::POST,
+        "/v1/secrets",
+        &[],
+        Some(
+            json!({"name": "recorder-token", "service_class": "recorder",
+            "header": "Authorization", "format": "Bearer {secret}", "value": SECRET_VALUE}),
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        &s,
+        &token,
+        Method::POST,
+        &format!("/v1/sessions/{session}/leases"),
+        &[],
+        Some(json!({"secret": "recorder-token"})),
+    );
+    assert_eq!(status, 201, "{body}");
     let blocked = format!("http://blocked.test:{}/b", up.port());
     let digest = define(
         &s,
@@ -286,12 +393,20 @@ fn log_in_open_a_session_and_redrive_a_dead_letter_in_a_browser() {
 
     browser.type_into("[data-testid=login-token]", &token);
     browser.click("[data-testid=login-submit]");
+    browser.wait_text("[data-testid=sessions-table]", &session);
+    browser.screenshot(&shots, "console-sessions");
     browser.click(&format!("[data-testid=session-link-{session}]"));
     browser.find("[data-testid=event-created]");
     browser.find("[data-testid=event-active]");
+    browser.find("[data-testid=event-checkpointed]");
     browser.wait_text("[data-testid=session-phase]", "active");
     browser.wait_text("[data-testid=exec-history]", "0");
     browser.wait_text("[data-testid=files]", "hello.txt");
+    browser.wait_text("[data-testid=versions]", "after hello");
+    browser.wait_text("[data-testid=leases]", "recorder-token");
+    // The nav names the key by its ends, never in full.
+    let caller = browser.wait_text("[data-testid=caller]", &token[token.len() - 4..]);
+    assert!(!caller.contains(&token), "{caller}");
     // Every entry's inclusion proof is checked in the page against the checkpoint.
     browser.wait_text("[data-testid=evidence]", "verified");
     let evidence = browser.text(&browser.find("[data-testid=evidence]"));
@@ -301,7 +416,8 @@ fn log_in_open_a_session_and_redrive_a_dead_letter_in_a_browser() {
     // Redrive the dead letter from the queue page.
     browser.click("[data-testid=nav-dlq]");
     browser.click(&format!("[data-testid=redrive-{entry}]"));
-    browser.wait_text("[data-testid=dlq-result]", "redriven");
+    let outcome = browser.wait_text("[data-testid=dlq-result]", "redriven");
+    assert!(outcome.contains(&run), "{outcome}");
     browser.wait_text(&format!("[data-testid=dlq-status-{entry}]"), "redriven");
     browser.screenshot(&shots, "console-dlq");
     let (status, body) = call(
@@ -334,8 +450,22 @@ fn log_in_open_a_session_and_redrive_a_dead_letter_in_a_browser() {
         "[data-testid=egress-table]",
         "EGRESS_DESTINATION_NOT_ALLOWED",
     );
+    browser.screenshot(&shots, "console-egress");
     browser.click("[data-testid=nav-credentials]");
-    browser.find("[data-testid=secrets-table]");
+    browser.wait_text("[data-testid=secrets-table]", "recorder-token");
+    browser.wait_text("[data-testid=leases-table]", "live");
+    browser.screenshot(&shots, "console-credentials");
+    let page = browser.command(Method::GET, "/source", None);
+    let page = page.as_str().unwrap();
+    assert!(
+        page.contains("Bearer {secret}"),
+        "the secret's format is shown"
+    );
+    assert!(
+        !page.contains(SECRET_VALUE),
+        "a secret's value reached the page"
+    );
+    assert!(!page.contains(&token), "the token is on the page");
 
     // This week's report, as the HTML a reader gets, rendered by the same browser.
     let week = cordon_telemetry::IsoWeek::containing(cordon_core::Timestamp::now()).to_string();
