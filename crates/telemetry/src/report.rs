@@ -215,8 +215,8 @@ fn sections(r: &WeeklyReport) -> Vec<(&'static str, Vec<Row>)> {
         count_row("Egress bytes", t.cost.egress_bytes, p.cost.egress_bytes),
         Row {
             label: "Artifact GiB-days",
-            this: format!("{:.4}", t.cost.artifact_gib_days),
-            previous: format!("{:.4}", p.cost.artifact_gib_days),
+            this: amount(t.cost.artifact_gib_days),
+            previous: amount(p.cost.artifact_gib_days),
             change: change(t.cost.artifact_gib_days, p.cost.artifact_gib_days),
         },
     ];
@@ -243,8 +243,8 @@ fn sections(r: &WeeklyReport) -> Vec<(&'static str, Vec<Row>)> {
         },
         count_row(
             "Egress denials",
-            t.policy_blocks.egress_blocks,
-            p.policy_blocks.egress_blocks,
+            t.policy_blocks.egress_denied,
+            p.policy_blocks.egress_denied,
         ),
         count_row(
             "Incidents (tool failures)",

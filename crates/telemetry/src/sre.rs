@@ -100,8 +100,13 @@ pub struct RecoveryStats {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BlockStats {
     pub blocks: u64,
+    /// Blocks by the gateway of a sandbox's own requests.
     pub egress_blocks: u64,
+    /// Blocks of workflow steps (dead letters).
     pub step_blocks: u64,
+    /// Blocks whose reason is an egress refusal, whoever made the request (a sandbox or
+    /// a step): what the top egress denial causes count.
+    pub egress_denied: u64,
     /// Egress requests decided + tool operations + blocked steps.
     pub governed_actions: u64,
     /// blocks / governed_actions.
@@ -430,10 +435,12 @@ fn finish(key: String, mut acc: Acc, run_costs: &HashMap<RunId, f64>) -> GroupMe
         .iter()
         .filter(|(f, _)| f.outcome.as_deref() == Some("egress"))
         .count() as u64;
+    let egress_denied = acc.denials.values().sum();
     let policy_blocks = BlockStats {
         blocks,
         egress_blocks,
         step_blocks: blocks - egress_blocks,
+        egress_denied,
         governed_actions: acc.governed,
         block_rate: ratio(blocks, acc.governed),
         false_positives,

@@ -402,6 +402,8 @@ fn sre_metrics_match_what_the_api_shows(backend: Backend) {
     assert_eq!(b["blocks"], blocks, "{b}");
     assert_eq!(b["egress_blocks"], sandbox_denials, "{b}");
     assert_eq!(b["step_blocks"], dead_letters, "{b}");
+    // All three were egress refusals: two of the sandbox, one of the step.
+    assert_eq!(b["egress_denied"], blocks, "{b}");
     assert_eq!(b["governed_actions"], governed, "{b}");
     close_to(
         &b["block_rate"],
