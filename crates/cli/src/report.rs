@@ -184,8 +184,6 @@ fn slo_table(value: serde_json::Value) -> String {
     )
 }
 
-/// The longest time between two SLO gauge updates or idle-session checks.
-const SLO_EVERY: Duration = Duration::from_secs(30);
 /// How often the report directory is checked for a week without its reports.
 const EXPORT_EVERY: Duration = Duration::from_secs(600);
 
@@ -194,15 +192,10 @@ pub async fn chores(control: Control, report_dir: PathBuf) {
     let meter = control
         .telemetry()
         .spawn_meter(control.sandboxes().cloned());
-    let idle_every = Duration::from_secs(
-        control
-            .telemetry()
-            .config()
-            .meter_interval_seconds
-            .clamp(1, SLO_EVERY.as_secs()),
-    );
-    // The gauges follow the meter's pace, at least every 30 s.
-    let mut slo_tick = tokio::time::interval(idle_every.min(SLO_EVERY));
+    let config = control.telemetry().config();
+    let idle_every = Duration::from_secs(config.meter_interval_seconds.max(1));
+    let slo_every = Duration::from_secs(config.slo_interval_seconds.max(1));
+    let mut slo_tick = tokio::time::interval(slo_every);
     let mut idle_tick = tokio::time::interval(idle_every);
     let mut export_tick = tokio::time::interval(EXPORT_EVERY);
     for tick in [&mut slo_tick, &mut idle_tick, &mut export_tick] {

@@ -96,6 +96,9 @@ pub struct TelemetryConfig {
     pub timeout_outcome: String,
     /// How often sandboxes' counters are read (seconds).
     pub meter_interval_seconds: u64,
+    /// How often the SLO gauges are recomputed (seconds): each time reads the SLO
+    /// window's facts of every tenant.
+    pub slo_interval_seconds: u64,
 }
 
 impl Default for TelemetryConfig {
@@ -121,6 +124,7 @@ impl Default for TelemetryConfig {
             session_idle_timeout_seconds: 0,
             timeout_outcome: "abandoned".to_owned(),
             meter_interval_seconds: 15,
+            slo_interval_seconds: 30,
         }
     }
 }
@@ -162,6 +166,9 @@ impl TelemetryConfig {
             .map_err(|e| format!("timeout_outcome: {e}"))?;
         if self.meter_interval_seconds == 0 {
             return Err("meter_interval_seconds: must be >= 1".to_owned());
+        }
+        if self.slo_interval_seconds == 0 {
+            return Err("slo_interval_seconds: must be >= 1".to_owned());
         }
         Ok(())
     }

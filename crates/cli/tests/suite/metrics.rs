@@ -110,7 +110,8 @@ fn sre_metrics_match_what_the_api_shows(backend: Backend) {
             "slos": [{"slo": "session_completion", "workload_class": "*", "objective": 0.9},
                      {"slo": "recovery", "workload_class": "default", "objective": 0.9,
                       "threshold_seconds": 60}],
-            "meter_interval_seconds": 1
+            "meter_interval_seconds": 1,
+            "slo_interval_seconds": 1
         }),
     );
     let mut execs = 0u64;
@@ -529,7 +530,7 @@ fn sre_metrics_match_what_the_api_shows(backend: Backend) {
         .sum();
     let all_closed: u64 = outcomes.values().flat_map(|c| c.values()).sum();
     assert_eq!(closed_lines as u64, all_closed, "{text}");
-    // The SLO gauges, recomputed at the meter's pace (1 s here).
+    // The SLO gauges, recomputed every `slo_interval_seconds` (1 s here).
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
         let text = block_on_text(&s, "/metrics");
