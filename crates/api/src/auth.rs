@@ -126,6 +126,11 @@ pub(crate) async fn authenticate(
     Ok(next.run(request).await)
 }
 
+/// [`authorize`] of an action on the caller's own tenant.
+pub(crate) fn authorize_tenant(state: &AppState, caller: &Caller, action: Action) -> ApiResult<()> {
+    authorize(state, caller, action, Resource::Tenant(caller.tenant_id()))
+}
+
 /// Asks the policy engine; a denial becomes 403 `AUTHZ_DENIED` naming the determining
 /// policies in sorted order.
 pub(crate) fn authorize(

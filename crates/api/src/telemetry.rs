@@ -122,12 +122,3 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
     }
     response
 }
-
-/// Nanoseconds since the Unix epoch, `ago` before now: the start of a span recorded
-/// when its work ended.
-pub fn unix_nanos_ago(ago: std::time::Duration) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(now.saturating_sub(ago).as_nanos()).unwrap_or(0)
-}

@@ -10,7 +10,7 @@
 //! collector is slow or down, spans are dropped, never the server's work.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::RngCore;
 use serde_json::{Value, json};
@@ -41,9 +41,7 @@ pub fn seeded(seed: &str) -> ([u8; 16], [u8; 8]) {
 }
 
 fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    cordon_core::Timestamp::now().unix_nanos()
 }
 
 /// What the layer keeps of an exported span while it is open.

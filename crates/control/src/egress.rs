@@ -192,9 +192,8 @@ impl EgressEnv for StoreEgressEnv {
             .await
             .map_err(|e| e.to_string())?;
         if let Some(telemetry) = self.telemetry.get() {
-            let views = lock(&self.views);
             telemetry.egress(&decisions, |session| {
-                views
+                lock(&self.views)
                     .get(&session)
                     .map(|(_, view)| view.workload_class.clone())
             });

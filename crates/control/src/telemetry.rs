@@ -16,7 +16,7 @@ use cordon_core::{
 };
 use cordon_sandbox::SandboxManager;
 use cordon_store::Store;
-use cordon_telemetry::sre::GIB;
+use cordon_telemetry::sre::{GIB, incident_key, usage_cost, usage_fact_cost};
 use cordon_telemetry::{Prices, TelemetryConfig};
 use tokio::sync::{mpsc, oneshot};
 
@@ -278,11 +278,6 @@ impl Telemetry {
         at: Timestamp,
     ) {
         let kind = if step.is_some() { "step" } else { "exec" };
-        let key = match (step, run_id, session_id) {
-            (Some(_), Some(run), _) => run.to_string(),
-            (_, _, Some(session)) => session.to_string(),
-            _ => String::new(),
-        };
         let mut fact = Fact::new(tenant_id, FactKind::Tool, at);
         fact.session_id = session_id;
         fact.run_id = run_id;
@@ -290,6 +285,7 @@ impl Telemetry {
         fact.subject = Some(step.map_or("exec".to_owned(), |s| format!("step:{s}")));
         fact.outcome = Some(if ok { "ok" } else { "failed" }.to_owned());
         fact.reason = reason.map(str::to_owned);
+        let key = incident_key(&fact);
         self.record(fact);
         let tenant = tenant_id.to_string();
         metrics::counter!(
@@ -540,11 +536,9 @@ impl Telemetry {
         metrics::gauge!("cordon_usage_memory_gib_seconds_total", &labels)
             .increment(memory_gib_seconds);
         metrics::counter!("cordon_usage_egress_bytes_total", &labels).increment(egress_bytes);
-        for (item, cost) in [
-            ("cpu", cpu_seconds * prices.cpu_second),
-            ("memory", memory_gib_seconds * prices.memory_gib_second),
-            ("egress", egress_bytes as f64 / GIB * prices.egress_gib),
-        ] {
+        let (cpu, memory, egress) =
+            usage_cost(cpu_seconds, memory_gib_seconds, egress_bytes, prices);
+        for (item, cost) in [("cpu", cpu), ("memory", memory), ("egress", egress)] {
             let labels = [
                 ("tenant", info.tenant_id.to_string()),
                 ("workload_class", class.clone()),
@@ -632,14 +626,9 @@ impl Telemetry {
             .list_facts(&filter)
             .await
             .unwrap_or_default();
-        let prices = self.prices();
         facts
             .iter()
-            .map(|f| {
-                f.value * prices.cpu_second
-                    + f.value2 * prices.memory_gib_second
-                    + f.bytes.max(0) as f64 / GIB * prices.egress_gib
-            })
+            .map(|f| usage_fact_cost(f, self.prices()))
             .sum()
     }
 

@@ -346,7 +346,7 @@ impl ControlRunner {
         // duration: it is made when the command has ended).
         drop(tracing::info_span!(
             "exec",
-            otel.start_unix_nanos = unix_nanos_ago(Duration::from_millis(outcome.duration_ms)),
+            otel.start_unix_nanos = cordon_core::Timestamp::ago(Duration::from_millis(outcome.duration_ms)).unix_nanos(),
             otel.error = !ok,
             session = %session.id,
             exit_code = outcome.exit_code,
@@ -424,7 +424,10 @@ impl ControlRunner {
             Ok(session) => session,
             Err(outcome) => return outcome,
         };
-        let summary = json!({"kind": "http", "method": method, "url": strip_query(url)});
+        let summary = json!({
+            "kind": "http", "method": method, "url": strip_query(url),
+            "destination": http_destination(url),
+        });
         if let Err(outcome) = self
             .authorize(request, "http", &session, summary.clone())
             .await
@@ -1059,8 +1062,8 @@ impl StepRunner for ControlRunner {
     }
 }
 
-/// The `host:port` a dead letter's request went to, from its summary (an `http` step's
-/// URL, or the egress an `exec` step was denied).
+/// The `host:port` a dead letter's request went to, from its summary: an `http` step's
+/// destination, or the egress an `exec` step was denied.
 fn destination(summary: &str) -> Option<String> {
     let summary: Value = serde_json::from_str(summary).ok()?;
     if let (Some(host), Some(port)) = (
@@ -1069,19 +1072,21 @@ fn destination(summary: &str) -> Option<String> {
     ) {
         return Some(format!("{host}:{port}"));
     }
-    let url = summary["url"].as_str()?;
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit('@').next()?;
-    if authority.contains(':') && !authority.ends_with(']') {
-        return Some(authority.to_owned());
-    }
-    let port = if scheme.eq_ignore_ascii_case("https") {
-        443
+    summary["destination"].as_str().map(str::to_owned)
+}
+
+/// `host:port` of an `http://` URL (the only scheme http steps speak).
+fn http_destination(url: &str) -> Option<String> {
+    let authority = url.strip_prefix("http://")?.split(['/', '?', '#']).next()?;
+    // A port is digits after the last colon, outside an IPv6 literal's brackets.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    Some(if has_port && !authority.ends_with(']') {
+        authority.to_owned()
     } else {
-        80
-    };
-    Some(format!("{authority}:{port}"))
+        format!("{authority}:80")
+    })
 }
 
 /// Whether the run created the session it runs in.
@@ -1113,10 +1118,39 @@ fn session_action(text: &str) -> Option<SessionAction> {
     })
 }
 
-/// Nanoseconds since the Unix epoch, `ago` before now.
-fn unix_nanos_ago(ago: Duration) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(now.saturating_sub(ago).as_nanos()).unwrap_or(0)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_destinations() {
+        assert_eq!(
+            http_destination("http://up.test:8080/x?y=1").as_deref(),
+            Some("up.test:8080")
+        );
+        assert_eq!(
+            http_destination("http://up.test/x").as_deref(),
+            Some("up.test:80")
+        );
+        assert_eq!(
+            http_destination("http://[::1]/").as_deref(),
+            Some("[::1]:80")
+        );
+        assert_eq!(
+            http_destination("http://[::1]:81").as_deref(),
+            Some("[::1]:81")
+        );
+        assert_eq!(http_destination("https://up.test/"), None);
+        let exec = json!({"kind": "exec", "egress": {"host": "evil.test", "port": 443}});
+        assert_eq!(
+            destination(&exec.to_string()).as_deref(),
+            Some("evil.test:443")
+        );
+        let http = json!({"kind": "http", "destination": "up.test:80"});
+        assert_eq!(
+            destination(&http.to_string()).as_deref(),
+            Some("up.test:80")
+        );
+        assert_eq!(destination("not json"), None);
+    }
 }

@@ -35,6 +35,17 @@ impl Timestamp {
         Self(self.0.saturating_add(micros))
     }
 
+    /// Nanoseconds since the Unix epoch (0 before it), as OpenTelemetry counts time.
+    pub fn unix_nanos(self) -> u64 {
+        u64::try_from(self.0).unwrap_or(0).saturating_mul(1_000)
+    }
+
+    /// Now, minus `ago`.
+    pub fn ago(ago: std::time::Duration) -> Self {
+        let micros = i64::try_from(ago.as_micros()).unwrap_or(i64::MAX);
+        Self::now().saturating_add_micros(-micros)
+    }
+
     fn to_offset_date_time(self) -> Option<OffsetDateTime> {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000).ok()
     }
@@ -64,13 +75,21 @@ impl Serialize for Timestamp {
     }
 }
 
+/// RFC 3339, e.g. `2026-11-23T00:00:00Z`.
+impl std::str::FromStr for Timestamp {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| e.to_string())?;
+        i64::try_from(parsed.unix_timestamp_nanos() / 1_000)
+            .map(Self)
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let parsed = OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)?;
-        let micros = i64::try_from(parsed.unix_timestamp_nanos() / 1_000)
-            .map_err(serde::de::Error::custom)?;
-        Ok(Self(micros))
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -249,4 +268,21 @@ pub struct SessionFilter {
     pub owner: Option<KeyId>,
     /// Only sessions with an id greater than this one (the cursor).
     pub after: Option<SessionId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_rfc3339_and_count_nanos() {
+        let at: Timestamp = "2026-11-23T00:00:01.5Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(at.to_string(), "2026-11-23T00:00:01.5Z");
+        assert_eq!(at.unix_nanos(), 1_795_392_001_500_000_000);
+        assert!("yesterday".parse::<Timestamp>().is_err());
+        assert_eq!(Timestamp::from_unix_micros(-5).unix_nanos(), 0);
+        assert!(Timestamp::ago(std::time::Duration::from_secs(60)) < Timestamp::now());
+    }
 }

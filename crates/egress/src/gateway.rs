@@ -502,7 +502,7 @@ impl Conn<'_> {
         // http call), from the decision's instant.
         drop(tracing::info_span!(
             "egress.decision",
-            otel.start_unix_nanos = u64::try_from(decision.at.unix_micros()).unwrap_or(0) * 1_000,
+            otel.start_unix_nanos = decision.at.unix_nanos(),
             otel.error = decision.reason != ReasonCode::EgressAllowed,
             session = %decision.session_id,
             host = %decision.host,

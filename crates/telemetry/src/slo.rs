@@ -7,7 +7,7 @@ use cordon_core::{Fact, FactKind, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Objective, SloKind};
-use crate::sre::{Incident, incidents, seconds_between};
+use crate::sre::{Incident, incident_key, incidents, seconds_between};
 
 /// The burn-rate windows exported, with their length in seconds: the pairs the
 /// alerting rules combine (5m with 1h, 30m with 6h, 2h with 1d, 6h with 3d).
@@ -125,15 +125,10 @@ fn recovery_events(tool: &[&Fact], threshold: f64, now: Timestamp) -> Events {
     let mut rows: Vec<(Timestamp, i64, String, bool)> = tool
         .iter()
         .map(|f| {
-            let key = if f.subject.as_deref().is_some_and(|s| s.starts_with("step")) {
-                f.run_id.map(|r| r.to_string())
-            } else {
-                f.session_id.map(|s| s.to_string())
-            };
             (
                 f.at,
                 f.seq,
-                key.unwrap_or_default(),
+                incident_key(f),
                 f.outcome.as_deref() == Some("ok"),
             )
         })

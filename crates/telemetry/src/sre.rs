@@ -321,14 +321,37 @@ fn add(acc: &mut Acc, fact: &Fact, false_positive: &HashSet<String>, prices: &Pr
     }
 }
 
+/// What metered usage costs, by item: CPU, memory, egress (docs/metrics.md, Cost).
+pub fn usage_cost(
+    cpu_seconds: f64,
+    memory_gib_seconds: f64,
+    egress_bytes: u64,
+    prices: &Prices,
+) -> (f64, f64, f64) {
+    (
+        cpu_seconds * prices.cpu_second,
+        memory_gib_seconds * prices.memory_gib_second,
+        egress_bytes as f64 / GIB * prices.egress_gib,
+    )
+}
+
+/// What a usage fact costs in all.
+pub fn usage_fact_cost(fact: &Fact, prices: &Prices) -> f64 {
+    let (cpu, memory, egress) = usage_cost(
+        fact.value,
+        fact.value2,
+        u64::try_from(fact.bytes).unwrap_or(0),
+        prices,
+    );
+    cpu + memory + egress
+}
+
 fn add_usage(cost: &mut CostStats, fact: &Fact, prices: &Prices) {
     let egress_bytes = u64::try_from(fact.bytes).unwrap_or(0);
     cost.cpu_seconds += fact.value;
     cost.memory_gib_seconds += fact.value2;
     cost.egress_bytes += egress_bytes;
-    let cpu = fact.value * prices.cpu_second;
-    let memory = fact.value2 * prices.memory_gib_second;
-    let egress = egress_bytes as f64 / GIB * prices.egress_gib;
+    let (cpu, memory, egress) = usage_cost(fact.value, fact.value2, egress_bytes, prices);
     cost.cpu += cpu;
     cost.memory += memory;
     cost.egress += egress;
@@ -336,7 +359,7 @@ fn add_usage(cost: &mut CostStats, fact: &Fact, prices: &Prices) {
 }
 
 /// The incident key of a tool fact: its session for an exec, its run for a step.
-fn incident_key(fact: &Fact) -> String {
+pub fn incident_key(fact: &Fact) -> String {
     let is_step = fact
         .subject
         .as_deref()

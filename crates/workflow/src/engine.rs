@@ -718,7 +718,7 @@ impl Engine {
                     "run",
                     otel.trace_seed = %run.id,
                     otel.root = true,
-                    otel.start_unix_nanos = u64::try_from(run.created_at.unix_micros()).unwrap_or(0) * 1_000,
+                    otel.start_unix_nanos = run.created_at.unix_nanos(),
                     otel.error = run.status != RunStatus::Succeeded,
                     run = %run.id,
                     workflow = %run.name,

@@ -6,13 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use cordon_core::{DeadLetterId, EgressDecisionFilter, Timestamp};
-use cordon_policy::{Action, Resource};
+use cordon_policy::Action;
 use cordon_telemetry::{GroupBy, IsoWeek};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::auth::{Caller, authorize};
+use crate::auth::{Caller, authorize_tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Query, parse_id};
 use cordon_wire::ErrorBody;
@@ -35,20 +35,11 @@ pub(crate) struct SreQuery {
 }
 
 fn timestamp(name: &str, text: &str) -> ApiResult<Timestamp> {
-    serde_json::from_value::<Timestamp>(serde_json::Value::String(text.to_owned())).map_err(|_| {
+    text.parse::<Timestamp>().map_err(|_| {
         ApiError::validation(format!(
             "{name}: expected an RFC 3339 time such as 2026-11-23T00:00:00Z"
         ))
     })
-}
-
-fn read_metrics(state: &AppState, caller: &Caller) -> ApiResult<()> {
-    authorize(
-        state,
-        caller,
-        Action::MetricsRead,
-        Resource::Tenant(caller.tenant_id()),
-    )
 }
 
 /// The SRE metrics of a window: session success rate, recovery time after tool
@@ -63,7 +54,7 @@ pub(crate) async fn sre(
     caller: Caller,
     Query(query): Query<SreQuery>,
 ) -> ApiResult<Response> {
-    read_metrics(&state, &caller)?;
+    authorize_tenant(&state, &caller, Action::MetricsRead)?;
     let to = match &query.to {
         Some(text) => timestamp("to", text)?,
         None => Timestamp::now(),
@@ -97,7 +88,7 @@ pub(crate) async fn sre(
     responses((status = 200, description = "`{\"slos\": [...]}` (docs/metrics.md, SLOs)"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn slo(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    read_metrics(&state, &caller)?;
+    authorize_tenant(&state, &caller, Action::MetricsRead)?;
     let slos = state
         .control()
         .slo_status(Some(caller.tenant_id()), Timestamp::now())
@@ -126,7 +117,7 @@ pub(crate) async fn weekly(
     caller: Caller,
     Query(query): Query<ReportQuery>,
 ) -> ApiResult<Response> {
-    read_metrics(&state, &caller)?;
+    authorize_tenant(&state, &caller, Action::MetricsRead)?;
     let now = Timestamp::now();
     let week = match &query.week {
         Some(text) => {
@@ -181,12 +172,7 @@ pub(crate) async fn egress_false_positive(
     caller: Caller,
     Path(seq): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(
-        &state,
-        &caller,
-        Action::BlockReview,
-        Resource::Tenant(caller.tenant_id()),
-    )?;
+    authorize_tenant(&state, &caller, Action::BlockReview)?;
     let seq: i64 = seq
         .parse()
         .ok()
@@ -234,12 +220,7 @@ pub(crate) async fn dlq_false_positive(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(
-        &state,
-        &caller,
-        Action::BlockReview,
-        Resource::Tenant(caller.tenant_id()),
-    )?;
+    authorize_tenant(&state, &caller, Action::BlockReview)?;
     parse_id::<DeadLetterId>(&id, "dead-letter entry")?;
     let entry = super::workflows::load_dead_letter(&state, &caller, &id).await?;
     state.control().telemetry().block_review(

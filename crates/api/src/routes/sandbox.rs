@@ -265,7 +265,7 @@ impl ExecEvidence {
         let ok = outcome.exit_code == 0 && outcome.reason.is_none();
         drop(tracing::info_span!(
             "exec",
-            otel.start_unix_nanos = crate::telemetry::unix_nanos_ago(Duration::from_millis(outcome.duration_ms)),
+            otel.start_unix_nanos = cordon_core::Timestamp::ago(Duration::from_millis(outcome.duration_ms)).unix_nanos(),
             otel.error = !ok,
             session = %self.session.id,
             exit_code = outcome.exit_code,

@@ -9,7 +9,7 @@ use cordon_core::{
     DeadLetter, DeadLetterId, DeadLetterStatus, JournalEntry, ReasonCode, Role, Run, RunFilter,
     RunId, RunStatus, Schedule, ScheduleId, SessionId, Timestamp, WorkflowDefinition,
 };
-use cordon_policy::{Action, Resource};
+use cordon_policy::Action;
 use cordon_store::StoreError;
 use cordon_wire::ErrorBody;
 use cordon_wire::workflow::{
@@ -27,7 +27,7 @@ use utoipa::IntoParams;
 
 use super::validate;
 use crate::AppState;
-use crate::auth::{Caller, authorize};
+use crate::auth::{Caller, authorize_tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, OptionalJson, Query, parse_id};
 
@@ -53,10 +53,6 @@ fn check_name(value: &str, field: &str) -> ApiResult<()> {
             "`{field}` must be 1 to 128 characters of A-Z, a-z, 0-9, `.`, `_`, `-`"
         )))
     }
-}
-
-fn tenant_action(state: &AppState, caller: &Caller, action: Action) -> ApiResult<()> {
-    authorize(state, caller, action, Resource::Tenant(caller.tenant_id()))
 }
 
 impl From<CommandError> for ApiError {
@@ -240,7 +236,7 @@ pub(crate) async fn put_definition(
     caller: Caller,
     Json(request): Json<PutDefinitionRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<DefinitionBody>)> {
-    tenant_action(&state, &caller, Action::WorkflowDefine)?;
+    authorize_tenant(&state, &caller, Action::WorkflowDefine)?;
     let parsed = match (&request.definition, &request.source) {
         (Some(value), None) => cordon_workflow::definition::from_value(value),
         (None, Some(text)) => cordon_workflow::definition::parse(text),
@@ -275,7 +271,7 @@ pub(crate) async fn list_definitions(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<axum::Json<DefinitionList>> {
-    tenant_action(&state, &caller, Action::WorkflowRead)?;
+    authorize_tenant(&state, &caller, Action::WorkflowRead)?;
     let items = state
         .store()
         .list_workflow_definitions(caller.tenant_id())
@@ -294,7 +290,7 @@ pub(crate) async fn get_definition(
     caller: Caller,
     Path(reference): Path<String>,
 ) -> ApiResult<axum::Json<DefinitionBody>> {
-    tenant_action(&state, &caller, Action::WorkflowRead)?;
+    authorize_tenant(&state, &caller, Action::WorkflowRead)?;
     let def = find_definition(&state, &caller, &reference).await?;
     Ok(axum::Json(definition_body(&def)))
 }
@@ -313,7 +309,7 @@ pub(crate) async fn start_run(
     headers: HeaderMap,
     Json(request): Json<StartRunRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<RunBody>)> {
-    tenant_action(&state, &caller, Action::RunStart)?;
+    authorize_tenant(&state, &caller, Action::RunStart)?;
     let engine = engine(&state)?;
     let definition = match (&request.definition, &request.workflow, &request.name) {
         (Some(reference), None, None) | (None, Some(reference), None) => {
@@ -406,7 +402,7 @@ pub(crate) async fn list_runs(
     caller: Caller,
     Query(query): Query<RunQuery>,
 ) -> ApiResult<axum::Json<RunList>> {
-    tenant_action(&state, &caller, Action::RunRead)?;
+    authorize_tenant(&state, &caller, Action::RunRead)?;
     let limit = validate::limit(query.limit)?;
     let invalid = |what: &str| {
         ApiError::new(
@@ -466,7 +462,7 @@ pub(crate) async fn get_run(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<RunBody>> {
-    tenant_action(&state, &caller, Action::RunRead)?;
+    authorize_tenant(&state, &caller, Action::RunRead)?;
     let run = load_run(&state, &caller, &id).await?;
     Ok(axum::Json(run_body(&run)))
 }
@@ -490,7 +486,7 @@ pub(crate) async fn run_journal(
     Path(id): Path<String>,
     Query(query): Query<JournalQuery>,
 ) -> ApiResult<axum::Json<JournalList>> {
-    tenant_action(&state, &caller, Action::RunRead)?;
+    authorize_tenant(&state, &caller, Action::RunRead)?;
     let run = load_run(&state, &caller, &id).await?;
     let limit = validate::limit(query.limit)?;
     let entries = state
@@ -515,7 +511,7 @@ pub(crate) async fn cancel_run(
     Path(id): Path<String>,
     OptionalJson(request): OptionalJson<CancelRunRequest>,
 ) -> ApiResult<axum::Json<RunBody>> {
-    tenant_action(&state, &caller, Action::RunControl)?;
+    authorize_tenant(&state, &caller, Action::RunControl)?;
     let run = load_run(&state, &caller, &id).await?;
     let run = command(
         &state,
@@ -540,7 +536,7 @@ pub(crate) async fn pause_run(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<RunBody>> {
-    tenant_action(&state, &caller, Action::RunControl)?;
+    authorize_tenant(&state, &caller, Action::RunControl)?;
     let run = load_run(&state, &caller, &id).await?;
     let run = command(&state, &caller, &run, Command::Pause { by: caller.actor() }).await?;
     Ok(axum::Json(run_body(&run)))
@@ -556,7 +552,7 @@ pub(crate) async fn resume_run(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<RunBody>> {
-    tenant_action(&state, &caller, Action::RunControl)?;
+    authorize_tenant(&state, &caller, Action::RunControl)?;
     let run = load_run(&state, &caller, &id).await?;
     let run = command(
         &state,
@@ -580,7 +576,7 @@ pub(crate) async fn send_event(
     Path(id): Path<String>,
     Json(request): Json<SendEventRequest>,
 ) -> ApiResult<axum::Json<RunBody>> {
-    tenant_action(&state, &caller, Action::RunStep)?;
+    authorize_tenant(&state, &caller, Action::RunStep)?;
     check_name(&request.event, "event")?;
     let run = load_run(&state, &caller, &id).await?;
     let cmd = Command::Event {
@@ -604,7 +600,7 @@ pub(crate) async fn approve(
     Path(id): Path<String>,
     Json(request): Json<ApproveRequest>,
 ) -> ApiResult<axum::Json<RunBody>> {
-    tenant_action(&state, &caller, Action::RunApprove)?;
+    authorize_tenant(&state, &caller, Action::RunApprove)?;
     let run = load_run(&state, &caller, &id).await?;
     let cmd = Command::Approve {
         step: request.step,
@@ -630,7 +626,7 @@ pub(crate) async fn finish_run(
     Path(id): Path<String>,
     Json(request): Json<FinishRunRequest>,
 ) -> ApiResult<axum::Json<RunBody>> {
-    tenant_action(&state, &caller, Action::RunStep)?;
+    authorize_tenant(&state, &caller, Action::RunStep)?;
     let succeeded = match request.status.as_str() {
         "succeeded" => true,
         "failed" => false,
@@ -664,7 +660,7 @@ pub(crate) async fn step_call(
     Path((id, step)): Path<(String, String)>,
     Json(request): Json<StepCallRequest>,
 ) -> ApiResult<axum::Json<StepReplyBody>> {
-    tenant_action(&state, &caller, Action::RunStep)?;
+    authorize_tenant(&state, &caller, Action::RunStep)?;
     check_name(&step, "step")?;
     let call = match request.action.as_str() {
         "start" => StepCall::Start {
@@ -784,7 +780,7 @@ pub(crate) async fn list_dead_letters(
     caller: Caller,
     Query(query): Query<DeadLetterQuery>,
 ) -> ApiResult<axum::Json<DeadLetterList>> {
-    tenant_action(&state, &caller, Action::RunRead)?;
+    authorize_tenant(&state, &caller, Action::RunRead)?;
     let limit = validate::limit(query.limit)?;
     let invalid = |what: &str| {
         ApiError::new(
@@ -852,7 +848,7 @@ pub(crate) async fn get_dead_letter(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DeadLetterBody>> {
-    tenant_action(&state, &caller, Action::RunRead)?;
+    authorize_tenant(&state, &caller, Action::RunRead)?;
     Ok(axum::Json(dead_letter_body(
         load_dead_letter(&state, &caller, &id).await?,
     )))
@@ -890,7 +886,7 @@ async fn resolve(
     id: String,
     redrive: bool,
 ) -> ApiResult<axum::Json<DeadLetterBody>> {
-    tenant_action(&state, &caller, Action::DlqManage)?;
+    authorize_tenant(&state, &caller, Action::DlqManage)?;
     let entry = load_dead_letter(&state, &caller, &id).await?;
     if entry.status != DeadLetterStatus::Open {
         return Err(ApiError::new(
@@ -945,7 +941,7 @@ pub(crate) async fn create_schedule(
     caller: Caller,
     Json(request): Json<CreateScheduleRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<ScheduleBody>)> {
-    tenant_action(&state, &caller, Action::ScheduleManage)?;
+    authorize_tenant(&state, &caller, Action::ScheduleManage)?;
     let cron = cordon_workflow::cron::parse(&request.cron)
         .map_err(|e| ApiError::new(ReasonCode::WorkflowInvalid, format!("cron: {e}")))?;
     let def = find_definition(&state, &caller, &request.workflow).await?;
@@ -980,7 +976,7 @@ pub(crate) async fn list_schedules(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<axum::Json<ScheduleList>> {
-    tenant_action(&state, &caller, Action::RunRead)?;
+    authorize_tenant(&state, &caller, Action::RunRead)?;
     let items = state.store().list_schedules(caller.tenant_id()).await?;
     Ok(axum::Json(ScheduleList {
         items: items.into_iter().map(schedule_body).collect(),
@@ -996,7 +992,7 @@ pub(crate) async fn delete_schedule(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    tenant_action(&state, &caller, Action::ScheduleManage)?;
+    authorize_tenant(&state, &caller, Action::ScheduleManage)?;
     let id = parse_id::<ScheduleId>(&id, "schedule")?;
     state
         .store()
