@@ -472,8 +472,16 @@ impl WorkflowStore for PostgresStore {
                   WHERE $5 AND lease_holder = $2
                     AND status NOT IN ('succeeded', 'failed', 'cancelled')
              ),
+             -- The lease is checked again here, on the row being locked: the candidates
+             -- were read from the statement's snapshot, and a claim another node
+             -- committed since would otherwise be taken over (its lock released, the
+             -- row not skipped). PostgreSQL re-evaluates these conditions on the newest
+             -- version of a row it waited for.
              claimed AS (
                  SELECT r.id FROM workflow_runs r JOIN candidates c ON c.id = r.id
+                  WHERE r.status NOT IN ('succeeded', 'failed', 'cancelled')
+                    AND (r.lease_holder IS NULL OR r.lease_expires_at <= $1
+                         OR r.lease_holder = $2)
                   ORDER BY c.next_due_at NULLS LAST, r.id
                   LIMIT $4
                   FOR UPDATE OF r SKIP LOCKED
